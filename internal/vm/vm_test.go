@@ -1,0 +1,190 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestVM builds every package's tests statically, boots each test kernel
+// (`make kernel` fetches Debian's newest >= 7.0 kernel and Debian 12's 6.1)
+// and turns each guest test into a host subtest:
+//
+//	TestVM/<kernel release>/<package>/<GuestTest>[/<subtest>...]
+//
+// so `go test -v` and `go test -json` show every guest test by name and
+// kernel, and a guest failure, skip, panic or timeout fails the host run.
+//
+// Environment:
+//
+//	VSOCKNS_REQUIRE_VM=1   fail instead of skipping when QEMU or a kernel is missing (make test sets it)
+//	VSOCKNS_KERNEL, VSOCKNS_MODULES   boot this bzImage with modules from this directory instead
+//	VSOCKNS_VM_RUN=regexp  only guest tests matching (passed as -test.run)
+//	VSOCKNS_VM_ARGS="..."  extra arguments for every guest test binary
+//	VSOCKNS_VM_VERBOSE=1   stream the guest's console and report port
+//	VSOCKNS_ACCEL=tcg|kvm  override the accelerator probe
+func TestVM(t *testing.T) {
+	kernels, root := requireVM(t)
+	work := filepath.Join(root, ".cache", "vm")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pkgs, err := GuestPackages(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pkgs) == 0 {
+		t.Fatal("no packages with tests to run in the guest")
+	}
+	init, err := BuildInit(root, work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-test.v=test2json", "-test.count=1", "-test.timeout=5m"}
+	if r := os.Getenv("VSOCKNS_VM_RUN"); r != "" {
+		args = append(args, "-test.run="+r)
+	}
+	args = append(args, strings.Fields(os.Getenv("VSOCKNS_VM_ARGS"))...)
+	bins, err := BuildTests(root, work, pkgs, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Commands the guest tests run as real binaries, at /bin/<name>.
+	var cmds []string
+	for _, c := range guestCommands {
+		if _, err := os.Stat(filepath.Join(root, c)); err != nil {
+			continue
+		}
+		p, err := BuildCommand(root, work, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, p)
+	}
+
+	var summary []string
+	for _, k := range kernels {
+		t.Run(k.Release, func(t *testing.T) {
+			kenv := append([]string{}, "VSOCKNS_IN_VM=1", "VSOCKNS_KERNEL_RELEASE="+k.Release,
+				fmt.Sprintf("VSOCKNS_EXPECT_NAMESPACES=%t", k.HasVsockNamespaces()))
+			res := boot(t, Config{Kernel: k, Init: init, Binaries: bins, Commands: cmds, Env: kenv, WorkDir: work})
+			passed, failed := 0, 0
+			for _, run := range res.Runs {
+				rep, err := ParseRun(run)
+				if err != nil {
+					t.Errorf("%s: %v", run.Name, err)
+					continue
+				}
+				t.Run(shortPackage(run.Name), func(t *testing.T) {
+					if p := rep.Problem(); p != "" {
+						t.Errorf("guest binary %s %s", run.Name, p)
+					}
+					for _, n := range rep.Tests {
+						replay(t, n)
+					}
+				})
+				passed += rep.Count["pass"]
+				failed += rep.Count["fail"] + rep.Count["skip"] + rep.Count["unfinished"]
+			}
+			line := fmt.Sprintf("%s (guest uname %s): %d guest tests passed, %d failed, in %s",
+				k.Release, res.Uname, passed, failed, res.Elapsed.Round(100e6))
+			summary = append(summary, line)
+			t.Log(line)
+		})
+	}
+	for _, s := range summary {
+		t.Log("summary: " + s)
+	}
+}
+
+// boot runs one VM and fails t if the guest as a whole went wrong.
+func boot(t *testing.T, cfg Config) *Result {
+	t.Helper()
+	logPath := filepath.Join(cfg.WorkDir, cfg.Kernel.Release+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cfg.Console = logf
+	if os.Getenv("VSOCKNS_VM_VERBOSE") == "1" {
+		cfg.Console = io.MultiWriter(logf, os.Stderr)
+	}
+	res, err := Boot(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Err(); err != nil {
+		t.Errorf("%v\nlast console lines:\n%s\nfull log: %s", err, tail(res.Console, 25), logPath)
+	}
+	return res
+}
+
+// replay turns a guest test node into a host subtest with the same outcome.
+func replay(t *testing.T, n *TestNode) {
+	t.Run(n.Short(), func(t *testing.T) {
+		if out := strings.TrimRight(strings.Join(n.Output, ""), "\n"); out != "" && (testing.Verbose() || n.Action != "pass") {
+			t.Log("guest output:\n" + out)
+		}
+		for _, c := range n.Children {
+			replay(t, c)
+		}
+		if p := n.Problem(); p != "" {
+			t.Error(p)
+		}
+	})
+}
+
+// guestCommands are main packages built into every guest's /bin.
+var guestCommands = []string{"./cmd/vsockns"}
+
+func shortPackage(importPath string) string {
+	rel := strings.TrimPrefix(importPath, "github.com/vsockns/vsockns")
+	rel = strings.TrimPrefix(rel, "/")
+	if rel == "" {
+		return "vsockns"
+	}
+	return rel
+}
+
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// requireVM returns the kernels to boot and the module root, or skips (fails
+// under VSOCKNS_REQUIRE_VM=1) saying what is missing and how to get it.
+func requireVM(t *testing.T) ([]Kernel, string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("VM suite skipped in -short mode; run `make test`")
+	}
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := func(err error) {
+		if os.Getenv("VSOCKNS_REQUIRE_VM") == "1" {
+			t.Fatal(err)
+		}
+		t.Skipf("VM suite not run: %v. `make test` (as root on Debian) installs QEMU, fetches the kernels and runs it.", err)
+	}
+	if _, err := QEMU(); err != nil {
+		missing(err)
+	}
+	kernels, err := FindKernels(filepath.Join(root, ".cache"))
+	if errors.Is(err, ErrNoKernel) {
+		missing(err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return kernels, root
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Fetches the kernels the VM test suite boots, from Debian's package archive:
+#   - the newest cloud kernel in sid (resolved through the
+#     linux-image-cloud-amd64 metapackage, so no version is pinned here), which
+#     has vsock network namespaces (Linux >= 7.0);
+#   - Debian 12's (bookworm) 6.1 cloud kernel, the legacy case.
+# Each lands in .cache/kernels/<release>/ as vmlinuz plus modules/ holding just
+# the vsock and vhost modules the suite loads.
+#
+# apt runs with a private state (its own sources.list, lists and cache under
+# .cache/apt); the machine's apt configuration is read for the mirror URI only
+# and never changed.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${VSOCKNS_CACHE:-$root/.cache}
+apt_dir=$cache/apt
+kernels=$cache/kernels
+modules=(vsock vmw_vsock_virtio_transport_common vsock_loopback vhost_iotlb vhost vhost_vsock)
+
+mirror=${VSOCKNS_DEBIAN_MIRROR:-}
+if [ -z "$mirror" ] && [ -r /etc/apt/sources.list.d/debian.sources ]; then
+	# The first URI of a stanza that serves the main archive (not -security).
+	mirror=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+fi
+if [ -z "$mirror" ] && [ -r /etc/apt/sources.list ]; then
+	mirror=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
+fi
+if [ -z "$mirror" ]; then
+	echo "fetch-kernels: no Debian mirror found in /etc/apt; set VSOCKNS_DEBIAN_MIRROR" >&2
+	exit 1
+fi
+for tool in apt-get apt-cache dpkg-deb; do
+	command -v "$tool" >/dev/null || { echo "fetch-kernels: $tool is needed (a Debian or Ubuntu machine)" >&2; exit 1; }
+done
+
+mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$kernels"
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+signed=""
+[ -r "$keyring" ] && signed="[signed-by=$keyring] "
+cat >"$apt_dir/sources.list" <<LIST
+deb ${signed}$mirror sid main
+deb ${signed}$mirror bookworm main
+LIST
+apt_opts=(
+	-o "Dir::Etc::sourcelist=$apt_dir/sources.list"
+	-o "Dir::Etc::sourceparts=-"
+	-o "Dir::State::Lists=$apt_dir/lists"
+	-o "Dir::Cache=$apt_dir"
+	-o "Dir::Cache::archives=$apt_dir/archives"
+	-o "Dir::State::status=/dev/null"
+	-o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
+	-o "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false"
+	-o "Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false"
+	-o "APT::Sandbox::User=root"
+	-q
+)
+
+echo "fetch-kernels: updating the private package lists from $mirror"
+apt-get "${apt_opts[@]}" update >"$apt_dir/update.log" 2>&1 || { cat "$apt_dir/update.log" >&2; exit 1; }
+
+# image_package SUITE prints the versioned linux-image package that the
+# linux-image-cloud-amd64 metapackage of SUITE depends on.
+image_package() {
+	local ver
+	ver=$(apt-cache "${apt_opts[@]}" madison linux-image-cloud-amd64 | awk -v s="$1" '$0 ~ " "s"/" {print $3; exit}')
+	[ -n "$ver" ] || { echo "fetch-kernels: no linux-image-cloud-amd64 in $1" >&2; return 1; }
+	apt-cache "${apt_opts[@]}" show "linux-image-cloud-amd64=$ver" |
+		awk '/^Depends:/ {n = split($0, d, /[ ,]+/); for (i = 1; i <= n; i++) if (d[i] ~ /^linux-image-[0-9]/) {print d[i]; exit}}'
+}
+
+fetch() {
+	local suite=$1 image release dir tmp pkgs deps
+	image=$(image_package "$suite")
+	release=${image#linux-image-}
+	dir=$kernels/$release
+	if [ -f "$dir/vmlinuz" ] && [ -f "$dir/.complete" ]; then
+		echo "fetch-kernels: $release ($suite) already in $dir"
+		return
+	fi
+	# Since 6.12 the image package is a stub depending on linux-binary-* and
+	# linux-modules-*; older ones ship everything themselves.
+	deps=$(apt-cache "${apt_opts[@]}" show "$image" | awk '/^Depends:/ {n = split($0, d, /[ ,]+/); for (i = 1; i <= n; i++) if (d[i] ~ /^linux-(binary|modules)-/) print d[i]}' | sort -u)
+	pkgs=${deps:-$image}
+	tmp=$(mktemp -d "$cache/fetch.XXXXXX")
+	trap 'rm -rf "$tmp"' RETURN
+	echo "fetch-kernels: downloading $(echo $pkgs) ($suite)"
+	(cd "$tmp" && apt-get "${apt_opts[@]}" download $pkgs >"$tmp/download.log" 2>&1) || { cat "$tmp/download.log" >&2; return 1; }
+	for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$tmp/root"; done
+	rm -rf "$dir"
+	mkdir -p "$dir/modules"
+	local vmlinuz
+	vmlinuz=$(find "$tmp/root" \( -path "*/boot/vmlinuz-$release" -o -path "*/modules/$release/vmlinuz" \) | head -n 1)
+	[ -n "$vmlinuz" ] || { echo "fetch-kernels: no vmlinuz in $pkgs" >&2; return 1; }
+	cp "$vmlinuz" "$dir/vmlinuz"
+	for m in "${modules[@]}"; do
+		local f
+		f=$(find "$tmp/root" -path "*/modules/$release/*" -regex ".*/$m\.ko\(\.xz\|\.zst\|\.gz\)?" | head -n 1)
+		[ -n "$f" ] || { echo "fetch-kernels: module $m missing from $pkgs" >&2; return 1; }
+		cp "$f" "$dir/modules/"
+	done
+	touch "$dir/.complete"
+	echo "fetch-kernels: $release ready in $dir"
+}
+
+fetch sid
+fetch bookworm
