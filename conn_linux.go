@@ -1,0 +1,339 @@
+//go:build linux
+
+package vsockns
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/socket"
+	"github.com/mdlayher/vsock"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// A Conn is a vsock stream connection. Its namespace was fixed when it was
+// created; it keeps working after the namespace's handles are closed, and
+// even after the namespace itself is gone.
+type Conn struct {
+	c             *socket.Conn
+	local, remote *vsock.Addr
+}
+
+// Read implements net.Conn.
+func (c *Conn) Read(b []byte) (int, error) {
+	n, err := c.c.Read(b)
+	return n, c.opError("read", err)
+}
+
+// Write implements net.Conn.
+func (c *Conn) Write(b []byte) (int, error) {
+	n, err := c.c.Write(b)
+	return n, c.opError("write", err)
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.opError("close", c.c.Close()) }
+
+// CloseRead shuts down the reading side.
+func (c *Conn) CloseRead() error { return c.opError("close", c.c.CloseRead()) }
+
+// CloseWrite shuts down the writing side; the peer reads EOF.
+func (c *Conn) CloseWrite() error { return c.opError("close", c.c.CloseWrite()) }
+
+// LocalAddr returns the local address, a *vsock.Addr.
+func (c *Conn) LocalAddr() net.Addr { return c.local }
+
+// RemoteAddr returns the peer's address, a *vsock.Addr.
+func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+
+// SetDeadline implements net.Conn.
+func (c *Conn) SetDeadline(t time.Time) error { return c.opError("set", c.c.SetDeadline(t)) }
+
+// SetReadDeadline implements net.Conn.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.opError("set", c.c.SetReadDeadline(t)) }
+
+// SetWriteDeadline implements net.Conn.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	return c.opError("set", c.c.SetWriteDeadline(t))
+}
+
+// SyscallConn returns the raw connection, for socket options this package
+// does not wrap.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) {
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return nil, c.opError("syscall-conn", err)
+	}
+	return rc, nil
+}
+
+func (c *Conn) opError(op string, err error) error {
+	return opError(op, err, c.local, c.remote)
+}
+
+// A Listener accepts vsock connections in the namespace it was created in.
+type Listener struct {
+	c    *socket.Conn
+	addr *vsock.Addr
+}
+
+// Accept waits for the next connection; the net.Conn is a *Conn.
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.AcceptContext(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// AcceptContext waits for the next connection until ctx is done.
+func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	c, rsa, err := l.c.Accept(ctx, 0)
+	if err != nil {
+		return nil, opError("accept", err, l.addr, nil)
+	}
+	remote := &vsock.Addr{}
+	if sa, ok := rsa.(*unix.SockaddrVM); ok {
+		remote.ContextID, remote.Port = sa.CID, sa.Port
+	}
+	// The local address of an accepted connection is the one it was sent
+	// to, which for a listener on VMADDR_CID_ANY is a concrete CID.
+	local := &vsock.Addr{ContextID: l.addr.ContextID, Port: l.addr.Port}
+	if sa, err := c.Getsockname(); err == nil {
+		if vm, ok := sa.(*unix.SockaddrVM); ok {
+			local.ContextID, local.Port = vm.CID, vm.Port
+		}
+	}
+	return &Conn{c: c, local: local, remote: remote}, nil
+}
+
+// Addr returns the listening address, a *vsock.Addr.
+func (l *Listener) Addr() net.Addr { return l.addr }
+
+// Close stops listening; accepted connections stay open.
+func (l *Listener) Close() error { return opError("close", l.c.Close(), l.addr, nil) }
+
+// SetDeadline sets the deadline for Accept.
+func (l *Listener) SetDeadline(t time.Time) error {
+	return opError("set", l.c.SetDeadline(t), l.addr, nil)
+}
+
+// SyscallConn returns the raw listening socket.
+func (l *Listener) SyscallConn() (syscall.RawConn, error) {
+	rc, err := l.c.SyscallConn()
+	if err != nil {
+		return nil, opError("syscall-conn", err, l.addr, nil)
+	}
+	return rc, nil
+}
+
+// opError wraps err the way package net does: *net.OpError with Net
+// "vsock", io.EOF left alone, closed-file errors as net.ErrClosed.
+func opError(op string, err error, local, remote *vsock.Addr) error {
+	if err == nil {
+		return nil
+	}
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err // the os.File's name is ours; the op says enough
+	}
+	switch {
+	case err == io.EOF:
+		return io.EOF
+	case op == "read" && errors.Is(err, unix.ENOTCONN):
+		return io.EOF
+	case errors.Is(err, os.ErrClosed), errors.Is(err, unix.EBADF):
+		err = net.ErrClosed
+	}
+	oe := &net.OpError{Op: op, Net: Network, Err: err}
+	switch op {
+	case "accept", "listen", "set", "syscall-conn":
+		if local != nil {
+			oe.Addr = local
+		}
+	default:
+		if local != nil {
+			oe.Source = local
+		}
+		if remote != nil {
+			oe.Addr = remote
+		}
+	}
+	return oe
+}
+
+// newSocket creates a vsock stream socket in ns. This is the only step that
+// runs inside the namespace.
+func newSocket(ns netns.NsHandle) (*socket.Conn, error) {
+	fd := -1
+	err := inNamespace(ns, func() (err error) {
+		fd, err = unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		return err
+	})
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd) // created, but the thread could not be restored
+		}
+		return nil, socketError(err)
+	}
+	c, err := socket.New(fd, "vsock")
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return c, nil
+}
+
+// socketError explains the errors socket(2) and the namespace switch give.
+func socketError(err error) error {
+	var errno unix.Errno
+	if !errors.As(err, &errno) {
+		return err
+	}
+	var se *os.SyscallError
+	if !errors.As(err, &se) {
+		err = os.NewSyscallError("socket", err)
+	}
+	switch errno {
+	case unix.EAFNOSUPPORT:
+		return &explained{err, "vsock is not available: load the vsock module (modprobe vsock)", ErrNotSupported}
+	case unix.EPERM, unix.EACCES:
+		if se == nil || se.Syscall == "socket" {
+			return &explained{err, "creating an AF_VSOCK socket was refused; a seccomp profile or LSM (e.g. a container runtime's default) may be blocking AF_VSOCK", nil}
+		}
+	case unix.EBADF:
+		return &explained{err, "the namespace handle is not an open file descriptor", nil}
+	case unix.EINVAL:
+		if se != nil && se.Syscall == "setns" {
+			return &explained{err, "the namespace handle is not a network namespace", nil}
+		}
+	}
+	return err
+}
+
+// explained adds a human explanation (and optionally a sentinel) to an error
+// while keeping it unwrappable.
+type explained struct {
+	err      error
+	why      string
+	sentinel error
+}
+
+func (e *explained) Error() string { return e.err.Error() + ": " + e.why }
+
+func (e *explained) Unwrap() []error {
+	if e.sentinel != nil {
+		return []error{e.err, e.sentinel}
+	}
+	return []error{e.err}
+}
+
+func dial(ctx context.Context, ns netns.NsHandle, cid, port uint32) (*Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, dialError(cid, port, err)
+	}
+	c, err := newSocket(ns)
+	if err != nil {
+		return nil, dialError(cid, port, err)
+	}
+	if d, ok := ctx.Deadline(); ok {
+		// The kernel gives up after its own connect timeout (2 s by
+		// default) even for non-blocking sockets; never let it end the
+		// connect before the caller's deadline does.
+		if err := setConnectTimeout(c, time.Until(d)+time.Second); err != nil {
+			c.Close()
+			return nil, dialError(cid, port, err)
+		}
+	}
+	rsa, err := c.Connect(ctx, &unix.SockaddrVM{CID: cid, Port: port})
+	if err != nil {
+		c.Close()
+		return nil, dialError(cid, port, connectError(err))
+	}
+	remote := &vsock.Addr{ContextID: cid, Port: port}
+	if sa, ok := rsa.(*unix.SockaddrVM); ok {
+		remote.ContextID, remote.Port = sa.CID, sa.Port
+	}
+	lsa, err := c.Getsockname()
+	if err != nil {
+		c.Close()
+		return nil, dialError(cid, port, err)
+	}
+	local := &vsock.Addr{}
+	if sa, ok := lsa.(*unix.SockaddrVM); ok {
+		local.ContextID, local.Port = sa.CID, sa.Port
+	}
+	return &Conn{c: c, local: local, remote: remote}, nil
+}
+
+// connectError adds the likely reason to the errors vsock's connect gives.
+func connectError(err error) error {
+	switch {
+	case errors.Is(err, unix.ECONNRESET):
+		return &explained{err, "no listener on that port, or the namespaces' vsock modes keep them apart (a local namespace reaches only its own sockets)", nil}
+	case errors.Is(err, unix.ENODEV):
+		return &explained{err, "no vsock transport reaches that CID from this namespace (is vsock_loopback or vhost_vsock loaded, and the guest's CID claimed in this namespace's pool?)", nil}
+	case errors.Is(err, unix.EHOSTUNREACH):
+		return &explained{err, "the CID is claimed but its device is not running", nil}
+	}
+	return err
+}
+
+func setConnectTimeout(c *socket.Conn, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	tv := unix.NsecToTimeval(d.Nanoseconds())
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptTimeval(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_CONNECT_TIMEOUT, &tv)
+	}); err != nil {
+		return err
+	}
+	return os.NewSyscallError("setsockopt", serr)
+}
+
+func listen(ctx context.Context, lc *ListenConfig, cid, port uint32) (*Listener, error) {
+	laddr := &vsock.Addr{ContextID: cid, Port: port}
+	if err := ctx.Err(); err != nil {
+		return nil, opError("listen", err, laddr, nil)
+	}
+	c, err := newSocket(lc.Namespace)
+	if err != nil {
+		return nil, opError("listen", err, laddr, nil)
+	}
+	if port == 0 {
+		port = unix.VMADDR_PORT_ANY
+	}
+	if err := c.Bind(&unix.SockaddrVM{CID: cid, Port: port}); err != nil {
+		c.Close()
+		return nil, opError("listen", err, laddr, nil)
+	}
+	backlog := lc.Backlog
+	if backlog <= 0 {
+		backlog = unix.SOMAXCONN
+	}
+	if err := c.Listen(backlog); err != nil {
+		c.Close()
+		return nil, opError("listen", err, laddr, nil)
+	}
+	if sa, err := c.Getsockname(); err == nil {
+		if vm, ok := sa.(*unix.SockaddrVM); ok {
+			laddr = &vsock.Addr{ContextID: vm.CID, Port: vm.Port}
+		}
+	}
+	return &Listener{c: c, addr: laddr}, nil
+}

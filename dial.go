@@ -1,0 +1,186 @@
+package vsockns
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mdlayher/vsock"
+	"github.com/vishvananda/netns"
+)
+
+// Network is the network name this package's Dialer and ListenConfig accept
+// and report in errors and addresses.
+const Network = "vsock"
+
+// A Dialer connects to vsock listeners from inside a network namespace.
+//
+// The zero value dials from the calling thread's namespace with the
+// kernel's default connect timeout. A Dialer is safe for concurrent use;
+// its fields must not change while it is in use.
+type Dialer struct {
+	// Namespace is the network namespace the socket is created in, which
+	// decides what it can reach. The zero handle and netns.None() mean the
+	// calling thread's namespace. The handle must stay open during each
+	// dial; the resulting connections do not need it.
+	Namespace netns.NsHandle
+
+	// Timeout bounds each dial, like net.Dialer's Timeout. Zero means no
+	// timeout beyond the context's; the kernel still gives up after its own
+	// connect timeout (2 s by default) unless a deadline says otherwise.
+	Timeout time.Duration
+
+	// Deadline, if non-zero, is an absolute time after which dials fail.
+	Deadline time.Time
+}
+
+// DialContext connects to address on the named network, which must be
+// "vsock". Addresses are "CID:PORT", where CID may also be one of the names
+// "hypervisor" (0), "local" (1) or "host" (2), or the form *vsock.Addr's
+// String method prints ("vm(42):1024"); a "vsock://" prefix is accepted.
+// It has the signature of http.Transport.DialContext and gRPC's dialer.
+//
+// The returned net.Conn is a *Conn.
+func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	addr, err := resolve("dial", network, address)
+	if err != nil {
+		return nil, err
+	}
+	c, err := d.DialVsock(ctx, addr.ContextID, addr.Port)
+	if err != nil {
+		return nil, err // a typed nil *Conn must not become a non-nil net.Conn
+	}
+	return c, nil
+}
+
+// Dial is DialContext with context.Background().
+func (d *Dialer) Dial(network, address string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, address)
+}
+
+// DialVsock connects to the listener at cid:port from the Dialer's
+// namespace.
+//
+// Only the socket(2) call runs inside the namespace; the connect runs on
+// the calling goroutine through Go's network poller and honours ctx. If the
+// effective deadline is later than the kernel's connect timeout, the
+// socket's SO_VM_SOCKETS_CONNECT_TIMEOUT is raised to match it.
+//
+// A connect that the namespaces' modes forbid fails with an error for which
+// errors.Is(err, syscall.ECONNRESET) holds.
+func (d *Dialer) DialVsock(ctx context.Context, cid, port uint32) (*Conn, error) {
+	if ctx == nil {
+		return nil, dialError(cid, port, fmt.Errorf("nil context"))
+	}
+	if d.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
+		defer cancel()
+	}
+	if !d.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.Deadline)
+		defer cancel()
+	}
+	return dial(ctx, d.Namespace, cid, port)
+}
+
+// Dial connects to cid:port from namespace ns. It is the zero Dialer's
+// DialVsock with that Namespace and context.Background().
+func Dial(ns netns.NsHandle, cid, port uint32) (*Conn, error) {
+	return DialContext(context.Background(), ns, cid, port)
+}
+
+// DialContext connects to cid:port from namespace ns, honouring ctx.
+func DialContext(ctx context.Context, ns netns.NsHandle, cid, port uint32) (*Conn, error) {
+	d := Dialer{Namespace: ns}
+	return d.DialVsock(ctx, cid, port)
+}
+
+func dialError(cid, port uint32, err error) error {
+	return &net.OpError{Op: "dial", Net: Network, Addr: &vsock.Addr{ContextID: cid, Port: port}, Err: err}
+}
+
+// AddrError reports a malformed vsock address or a wrong network name.
+type AddrError struct {
+	Network, Address string
+	Reason           string
+}
+
+func (e *AddrError) Error() string {
+	return fmt.Sprintf("vsockns: %s %q: %s", e.Network, e.Address, e.Reason)
+}
+
+// ParseAddr parses a vsock address: "CID:PORT", with CID a number, one of
+// "hypervisor", "local", "host", the "vm(42)"-style form of
+// (*vsock.Addr).String, or empty (any CID, VMADDR_CID_ANY); an optional
+// "vsock://" prefix is removed. PORT is a decimal number.
+func ParseAddr(address string) (*vsock.Addr, error) {
+	bad := func(reason string) (*vsock.Addr, error) {
+		return nil, &AddrError{Network: Network, Address: address, Reason: reason}
+	}
+	s := strings.TrimPrefix(address, "vsock://")
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return bad("missing port (want CID:PORT)")
+	}
+	host, portStr := s[:i], s[i+1:]
+	port, err := strconv.ParseUint(portStr, 10, 32)
+	if err != nil {
+		return bad("port must be a number from 0 to 4294967295")
+	}
+	cid, ok := parseCID(host)
+	if !ok {
+		return bad("CID must be a number, \"hypervisor\", \"local\" or \"host\"")
+	}
+	return &vsock.Addr{ContextID: cid, Port: uint32(port)}, nil
+}
+
+func parseCID(s string) (uint32, bool) {
+	if name, num, ok := strings.Cut(s, "("); ok {
+		// "host(2)", "vm(42)": trust the number, check the name.
+		num, ok = strings.CutSuffix(num, ")")
+		if !ok {
+			return 0, false
+		}
+		switch name {
+		case "hypervisor", "local", "host", "vm":
+		default:
+			return 0, false
+		}
+		s = num
+	}
+	switch s {
+	case "":
+		return vmaddrCIDAny, true
+	case "hypervisor":
+		return vsock.Hypervisor, true
+	case "local":
+		return vsock.Local, true
+	case "host":
+		return vsock.Host, true
+	}
+	v, err := strconv.ParseUint(s, 10, 32)
+	return uint32(v), err == nil
+}
+
+// vmaddrCIDAny is VMADDR_CID_ANY, defined here for all platforms.
+const vmaddrCIDAny = ^uint32(0)
+
+// resolve checks network and parses address for op ("dial" or "listen").
+func resolve(op, network, address string) (*vsock.Addr, error) {
+	if network != Network {
+		return nil, &net.OpError{Op: op, Net: network, Err: &AddrError{Network: network, Address: address, Reason: "unknown network (want \"vsock\")"}}
+	}
+	a, err := ParseAddr(address)
+	if err != nil {
+		return nil, &net.OpError{Op: op, Net: Network, Err: err}
+	}
+	if op == "dial" && strings.HasPrefix(strings.TrimPrefix(address, "vsock://"), ":") {
+		return nil, &net.OpError{Op: op, Net: Network, Err: &AddrError{Network: network, Address: address, Reason: "missing CID"}}
+	}
+	return a, nil
+}

@@ -1,0 +1,97 @@
+//go:build linux
+
+// Package nsthread is the one place where vsockns moves an OS thread into
+// another network namespace.
+//
+// A socket's namespace is fixed when socket(2) runs, and /dev/vhost-vsock's
+// when open(2) runs; sysctls under /proc/sys/net are those of the thread
+// that opens them. So only those calls need the foreign namespace: Run moves
+// a locked thread there, runs them, and moves it back. Everything else
+// (bind, connect, accept, I/O) then runs on ordinary goroutines.
+package nsthread
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrRestore is wrapped by Run's error when the thread could not be moved
+// back to its original namespace. That thread is never handed back to the
+// Go scheduler: its goroutine exits while still locked to it, and the
+// runtime terminates the thread.
+var ErrRestore = errors.New("could not restore the thread's network namespace; the thread was discarded")
+
+// Hooks for tests. They are only replaced by this package's tests.
+var (
+	setns          = unix.Setns
+	threadSelfPath = "/proc/thread-self/ns/net"
+)
+
+// Run calls fn on a locked OS thread. If target is a file descriptor (>= 0),
+// the thread is in that network namespace while fn runs; if target < 0, it
+// is in the calling thread's namespace (fn may change it, e.g. with
+// unshare(2), and Run restores it all the same).
+//
+// Run runs fn on a goroutine of its own, so that a thread that cannot be
+// restored is discarded without touching the caller's goroutine. fn must be
+// short: it holds an OS thread.
+//
+// fn's error is returned as is. Errors of Run's own are *os.SyscallError
+// ("setns", ...). If fn ran and the thread could not be restored, the
+// error wraps ErrRestore (and fn's error, if any); whatever fn created is
+// still the caller's to keep or close.
+func Run(target int, fn func() error) error {
+	if target < 0 {
+		// fn runs on another thread; give it the caller's namespace, which
+		// differs from the process's when the caller locked its thread and
+		// moved it.
+		self, err := unix.Open(threadSelfPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &os.PathError{Op: "open", Path: threadSelfPath, Err: err}
+		}
+		defer unix.Close(self)
+		target = self
+	}
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		restored := false
+		defer func() {
+			// Unlock only a thread that is back where it started. A thread
+			// still locked when this goroutine returns is terminated.
+			if restored {
+				runtime.UnlockOSThread()
+			}
+		}()
+
+		orig, err := unix.Open(threadSelfPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			restored = true // nothing changed yet
+			done <- &os.PathError{Op: "open", Path: threadSelfPath, Err: err}
+			return
+		}
+		defer unix.Close(orig)
+
+		if err := setns(target, unix.CLONE_NEWNET); err != nil {
+			// A failed setns leaves the thread where it was.
+			restored = true
+			done <- os.NewSyscallError("setns", err)
+			return
+		}
+
+		ferr := fn()
+
+		if err := setns(orig, unix.CLONE_NEWNET); err != nil {
+			rerr := fmt.Errorf("%w: %w", ErrRestore, os.NewSyscallError("setns", err))
+			done <- errors.Join(ferr, rerr)
+			return
+		}
+		restored = true
+		done <- ferr
+	}()
+	return <-done
+}

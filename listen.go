@@ -1,0 +1,59 @@
+package vsockns
+
+import (
+	"context"
+	"net"
+
+	"github.com/vishvananda/netns"
+)
+
+// ListenConfig creates vsock listeners inside a network namespace. The zero
+// value listens in the calling thread's namespace.
+type ListenConfig struct {
+	// Namespace is the network namespace the listening socket is created
+	// in. In a local namespace only peers of that namespace can connect.
+	// The zero handle and netns.None() mean the calling thread's namespace.
+	Namespace netns.NsHandle
+
+	// Backlog is listen(2)'s backlog; zero means SOMAXCONN.
+	Backlog int
+}
+
+// Listen announces on address of the named network, which must be "vsock".
+// address is "CID:PORT" as for Dialer.DialContext, or ":PORT" for any CID
+// (VMADDR_CID_ANY, which serves loopback and vhost-vsock peers alike and
+// needs no /dev/vsock); port 0 picks a free port. The returned net.Listener
+// is a *Listener.
+func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (net.Listener, error) {
+	addr, err := resolve("listen", network, address)
+	if err != nil {
+		return nil, err
+	}
+	l, err := lc.ListenVsock(ctx, addr.ContextID, addr.Port)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// ListenVsock listens on cid:port inside the ListenConfig's namespace. ctx
+// is checked before the socket is created; it does not affect the listener
+// once it exists.
+func (lc *ListenConfig) ListenVsock(ctx context.Context, cid, port uint32) (*Listener, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	return listen(ctx, lc, cid, port)
+}
+
+// Listen listens on port for connections to any CID (VMADDR_CID_ANY) inside
+// namespace ns; port 0 picks a free port.
+func Listen(ns netns.NsHandle, port uint32) (*Listener, error) {
+	return ListenContextID(ns, vmaddrCIDAny, port)
+}
+
+// ListenContextID listens on cid:port inside namespace ns.
+func ListenContextID(ns netns.NsHandle, cid, port uint32) (*Listener, error) {
+	lc := ListenConfig{Namespace: ns}
+	return lc.ListenVsock(context.Background(), cid, port)
+}

@@ -1,0 +1,62 @@
+//go:build !linux
+
+package vsockns
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/vsock"
+	"github.com/vishvananda/netns"
+)
+
+// errPlatform is what every operation returns outside Linux.
+var errPlatform = fmt.Errorf("%w: vsock network namespaces exist only on Linux, not %s", ErrNotSupported, runtime.GOOS)
+
+// A Conn is a vsock stream connection. Outside Linux none can be made.
+type Conn struct{}
+
+func (*Conn) Read([]byte) (int, error)              { return 0, errPlatform }
+func (*Conn) Write([]byte) (int, error)             { return 0, errPlatform }
+func (*Conn) Close() error                          { return errPlatform }
+func (*Conn) CloseRead() error                      { return errPlatform }
+func (*Conn) CloseWrite() error                     { return errPlatform }
+func (*Conn) LocalAddr() net.Addr                   { return &vsock.Addr{} }
+func (*Conn) RemoteAddr() net.Addr                  { return &vsock.Addr{} }
+func (*Conn) SetDeadline(time.Time) error           { return errPlatform }
+func (*Conn) SetReadDeadline(time.Time) error       { return errPlatform }
+func (*Conn) SetWriteDeadline(time.Time) error      { return errPlatform }
+func (*Conn) SyscallConn() (syscall.RawConn, error) { return nil, errPlatform }
+
+// A Listener accepts vsock connections. Outside Linux none can be made.
+type Listener struct{}
+
+func (*Listener) Accept() (net.Conn, error)                    { return nil, errPlatform }
+func (*Listener) AcceptContext(context.Context) (*Conn, error) { return nil, errPlatform }
+func (*Listener) Addr() net.Addr                               { return &vsock.Addr{} }
+func (*Listener) Close() error                                 { return errPlatform }
+func (*Listener) SetDeadline(time.Time) error                  { return errPlatform }
+func (*Listener) SyscallConn() (syscall.RawConn, error)        { return nil, errPlatform }
+
+func dial(_ context.Context, _ netns.NsHandle, cid, port uint32) (*Conn, error) {
+	return nil, dialError(cid, port, errPlatform)
+}
+
+func listen(_ context.Context, _ *ListenConfig, cid, port uint32) (*Listener, error) {
+	return nil, &net.OpError{Op: "listen", Net: Network, Addr: &vsock.Addr{ContextID: cid, Port: port}, Err: errPlatform}
+}
+
+func readMode(netns.NsHandle, string) (Mode, error)          { return 0, errPlatform }
+func setChildMode(netns.NsHandle, Mode) error                { return errPlatform }
+func g2hFallback(netns.NsHandle) (bool, error)               { return false, errPlatform }
+func setG2HFallback(netns.NsHandle, bool) error              { return errPlatform }
+func supported() error                                       { return errPlatform }
+func newNamespace(Mode) (netns.NsHandle, error)              { return netns.None(), errPlatform }
+func newNamedNamespace(string, Mode) (netns.NsHandle, error) { return netns.None(), errPlatform }
+func deleteNamedNamespace(string) error                      { return errPlatform }
+func namespaceFromPID(int) (netns.NsHandle, error)           { return netns.None(), errPlatform }
+func namespaceFromPidfd(int, int) (netns.NsHandle, error)    { return netns.None(), errPlatform }
