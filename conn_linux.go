@@ -151,7 +151,9 @@ func opError(op string, err error, local, remote *vsock.Addr) error {
 		return io.EOF
 	case op == "read" && errors.Is(err, unix.ENOTCONN):
 		return io.EOF
-	case errors.Is(err, os.ErrClosed), errors.Is(err, unix.EBADF):
+	case op != "listen" && (errors.Is(err, os.ErrClosed) || errors.Is(err, unix.EBADF)):
+		// Operations on a closed Conn or Listener, as package net reports
+		// them. (For listen, EBADF is about the namespace handle.)
 		err = net.ErrClosed
 	}
 	oe := &net.OpError{Op: op, Net: Network, Err: err}

@@ -25,6 +25,9 @@ import (
 // runtime terminates the thread.
 var ErrRestore = errors.New("could not restore the thread's network namespace; the thread was discarded")
 
+// slots limits how many threads are inside Run at once.
+var slots = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+
 // Hooks for tests. They are only replaced by this package's tests.
 var (
 	setns          = unix.Setns
@@ -56,6 +59,13 @@ func Run(target int, fn func() error) error {
 		defer unix.Close(self)
 		target = self
 	}
+	// Bound the threads in use: each Run occupies an OS thread for its
+	// few system calls, and a slow one (or many at once) would otherwise
+	// make the runtime start a thread per concurrent caller. Waiting
+	// callers are parked goroutines, not threads.
+	slots <- struct{}{}
+	defer func() { <-slots }()
+
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()

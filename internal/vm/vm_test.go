@@ -128,7 +128,7 @@ func boot(t *testing.T, cfg Config) *Result {
 // replay turns a guest test node into a host subtest with the same outcome.
 func replay(t *testing.T, n *TestNode) {
 	t.Run(n.Short(), func(t *testing.T) {
-		if out := strings.TrimRight(strings.Join(n.Output, ""), "\n"); out != "" && (testing.Verbose() || n.Action != "pass") {
+		if out := strings.TrimRight(strings.Join(n.Output, ""), "\n"); out != "" && n.Action != "pass" {
 			t.Log("guest output:\n" + out)
 		}
 		for _, c := range n.Children {

@@ -1,0 +1,48 @@
+# vsockns: build, test and demo targets. `make test` is what CI runs.
+GO ?= go
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# The whole suite must finish well inside CI's limit; the VM boots are the
+# long part (about 3 s each under TCG plus the tests).
+TEST_TIMEOUT ?= 20m
+
+.PHONY: all test vet host-test vm-test kernel qemu demo bench clean
+
+all: test
+
+## test: everything, on a fresh Debian 12 machine as root: QEMU, kernels,
+## vet, host tests and the VM matrix (Linux >= 7.0 and 6.1).
+test: qemu kernel vet
+	VSOCKNS_REQUIRE_VM=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./... 2>&1 | scripts/summarize-tests
+
+vet:
+	$(GO) vet ./...
+	GOOS=darwin $(GO) vet ./...
+	GOOS=windows $(GO) build ./...
+
+## host-test: only what runs without QEMU (the VM tests skip and say why).
+host-test:
+	$(GO) test -count=1 ./...
+
+## vm-test: only the VM matrix (needs `make qemu kernel` first).
+vm-test:
+	VSOCKNS_REQUIRE_VM=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -run '^TestVM$$' ./internal/vm 2>&1 | scripts/summarize-tests
+
+## kernel: fetch Debian's newest (sid) and Debian 12's 6.1 cloud kernels.
+kernel:
+	scripts/fetch-kernels.sh
+
+## qemu: install qemu-system-x86 when missing (root on Debian), or say how.
+qemu:
+	@scripts/ensure-qemu.sh
+
+## demo: the README's main command: the seed article's scenarios in the VM.
+demo: qemu kernel
+	VSOCKNS_REQUIRE_VM=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '^TestDemo$$' -v ./internal/vm
+
+## bench: the benchmarks side by side, in the >= 7.0 VM.
+bench: qemu kernel
+	VSOCKNS_REQUIRE_VM=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '^TestBench$$' -v ./internal/vm
+
+clean:
+	rm -rf .cache/vm
