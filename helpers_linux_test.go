@@ -63,15 +63,6 @@ func namespacesExpected(t testing.TB) bool {
 	return err == nil
 }
 
-// needNamespaces skips the test unless vsock namespaces exist; for tests
-// whose legacy-kernel counterpart is a separate test.
-func needNamespaces(t testing.TB) {
-	t.Helper()
-	if !namespacesExpected(t) {
-		t.Skip("kernel without vsock namespaces; the legacy behaviour has its own test")
-	}
-}
-
 // newNS returns a fresh namespace of mode m, closed at cleanup.
 func newNS(t testing.TB, m vsockns.Mode) netns.NsHandle {
 	t.Helper()

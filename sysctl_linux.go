@@ -74,6 +74,11 @@ func missingSysctl(name string, err error) error {
 	if !errors.Is(err, unix.ENOENT) {
 		return os.NewSyscallError("open", err)
 	}
+	var st unix.Stat_t
+	if serr := unix.Stat("/proc/sys/net", &st); serr != nil {
+		// Not a kernel question: the process cannot see procfs.
+		return fmt.Errorf("/proc/sys/net is not accessible (is procfs mounted at /proc?): %w", os.NewSyscallError("open", err))
+	}
 	why, _ := whyMissing()
 	return fmt.Errorf("%w: %s (%w)", ErrNotSupported, why, os.NewSyscallError("open", err))
 }

@@ -1,0 +1,304 @@
+//go:build linux
+
+package vsockns_test
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/vsockns/vsockns"
+	"github.com/vsockns/vsockns/internal/nsthread"
+)
+
+func TestInitNamespaceIsGlobal(t *testing.T) {
+	if !namespacesExpected(t) {
+		_, err := vsockns.NamespaceMode(netns.None())
+		require.ErrorIs(t, err, vsockns.ErrNotSupported)
+		assert.ErrorContains(t, err, "Linux >= 7.0 is needed")
+		assert.ErrorIs(t, err, syscall.ENOENT)
+		return
+	}
+	m, err := vsockns.NamespaceMode(netns.None())
+	require.NoError(t, err)
+	assert.Equal(t, vsockns.ModeGlobal, m)
+	// The zero handle means the same as netns.None().
+	m, err = vsockns.NamespaceMode(0)
+	require.NoError(t, err)
+	assert.Equal(t, vsockns.ModeGlobal, m)
+}
+
+func TestNewNamespaceModes(t *testing.T) {
+	if !namespacesExpected(t) {
+		for _, m := range []vsockns.Mode{vsockns.ModeLocal, vsockns.ModeGlobal} {
+			ns, err := vsockns.NewNamespace(m)
+			require.ErrorIs(t, err, vsockns.ErrNotSupported, "a legacy kernel cannot give a %s namespace", m)
+			assert.Equal(t, netns.None(), ns)
+		}
+		return
+	}
+	for _, m := range []vsockns.Mode{vsockns.ModeLocal, vsockns.ModeGlobal} {
+		t.Run(m.String(), func(t *testing.T) {
+			ns := newNS(t, m)
+			got, err := vsockns.NamespaceMode(ns)
+			require.NoError(t, err)
+			assert.Equal(t, m, got)
+			child, err := vsockns.ChildMode(ns)
+			require.NoError(t, err)
+			assert.Equal(t, m, child)
+			// The caller stays where it was.
+			here, err := vsockns.NamespaceMode(netns.None())
+			require.NoError(t, err)
+			assert.Equal(t, vsockns.ModeGlobal, here)
+		})
+	}
+	requireAllThreadsHome(t)
+}
+
+// NewNamespace never writes the caller's child_ns_mode. The caller here is
+// a thread inside a fresh namespace whose child_ns_mode is unwritten (the
+// same state as the init namespace at boot, which this test must not lock):
+// after many NewNamespace calls of both modes, that namespace still accepts
+// either value. Two such namespaces check the two values, since writing one
+// locks the other out.
+func TestNewNamespaceLeavesCallerChildModeUnwritten(t *testing.T) {
+	if !namespacesExpected(t) {
+		// Legacy: NewNamespace refuses before touching anything, and there
+		// is no child_ns_mode to write.
+		caller := plainNS(t)
+		err := nsthread.Run(int(caller), func() error {
+			_, err := vsockns.NewNamespace(vsockns.ModeLocal)
+			return err
+		})
+		require.ErrorIs(t, err, vsockns.ErrNotSupported)
+		_, err = os.Stat("/proc/sys/net/vsock/child_ns_mode")
+		assert.ErrorIs(t, err, fs.ErrNotExist)
+		return
+	}
+	for _, final := range []vsockns.Mode{vsockns.ModeLocal, vsockns.ModeGlobal} {
+		t.Run("then_"+final.String(), func(t *testing.T) {
+			caller := plainNS(t)
+			err := nsthread.Run(int(caller), func() error {
+				for i := range 20 {
+					m := vsockns.ModeLocal
+					if i%2 == 1 {
+						m = vsockns.ModeGlobal
+					}
+					ns, err := vsockns.NewNamespace(m)
+					if err != nil {
+						return err
+					}
+					got, err := vsockns.NamespaceMode(ns)
+					ns.Close()
+					if err != nil {
+						return err
+					}
+					if got != m {
+						return fmt.Errorf("asked for %s, got %s", m, got)
+					}
+				}
+				return nil
+			})
+			require.NoError(t, err)
+			require.NoError(t, vsockns.SetChildMode(caller, final), "child_ns_mode was left unwritten")
+		})
+	}
+}
+
+func TestChildModeWriteOnce(t *testing.T) {
+	if !namespacesExpected(t) {
+		ns := plainNS(t)
+		_, err := vsockns.ChildMode(ns)
+		assert.ErrorIs(t, err, vsockns.ErrNotSupported)
+		assert.ErrorIs(t, vsockns.SetChildMode(ns, vsockns.ModeLocal), vsockns.ErrNotSupported)
+		_, err = vsockns.G2HFallback(ns)
+		assert.ErrorIs(t, err, vsockns.ErrNotSupported)
+		return
+	}
+	t.Run("global_namespace", func(t *testing.T) {
+		ns := plainNS(t)
+		require.NoError(t, vsockns.SetChildMode(ns, vsockns.ModeLocal))
+		require.NoError(t, vsockns.SetChildMode(ns, vsockns.ModeLocal), "the same value again is fine")
+		err := vsockns.SetChildMode(ns, vsockns.ModeGlobal)
+		assert.ErrorIs(t, err, vsockns.ErrChildModeLocked)
+		assert.ErrorIs(t, err, syscall.EBUSY)
+		child, err := vsockns.ChildMode(ns)
+		require.NoError(t, err)
+		assert.Equal(t, vsockns.ModeLocal, child)
+		own, err := vsockns.NamespaceMode(ns)
+		require.NoError(t, err)
+		assert.Equal(t, vsockns.ModeGlobal, own, "ns_mode never changes")
+	})
+	t.Run("local_namespace", func(t *testing.T) {
+		ns := newNS(t, vsockns.ModeLocal)
+		err := vsockns.SetChildMode(ns, vsockns.ModeGlobal)
+		assert.ErrorIs(t, err, vsockns.ErrModeNotPermitted)
+		assert.ErrorIs(t, err, syscall.EPERM)
+		require.NoError(t, vsockns.SetChildMode(ns, vsockns.ModeLocal))
+		own, err := vsockns.NamespaceMode(ns)
+		require.NoError(t, err)
+		assert.Equal(t, vsockns.ModeLocal, own)
+	})
+}
+
+func TestG2HFallback(t *testing.T) {
+	if !namespacesExpected(t) {
+		_, err := vsockns.G2HFallback(netns.None())
+		assert.ErrorIs(t, err, vsockns.ErrNotSupported)
+		assert.ErrorIs(t, vsockns.SetG2HFallback(plainNS(t), false), vsockns.ErrNotSupported)
+		return
+	}
+	on, err := vsockns.G2HFallback(netns.None())
+	require.NoError(t, err)
+	assert.True(t, on, "the kernel's default")
+	ns := plainNS(t)
+	require.NoError(t, vsockns.SetG2HFallback(ns, false))
+	on, err = vsockns.G2HFallback(ns)
+	require.NoError(t, err)
+	assert.False(t, on)
+	on, err = vsockns.G2HFallback(netns.None())
+	require.NoError(t, err)
+	assert.True(t, on, "only the target namespace changed")
+}
+
+func TestModeFunctionsOnBadHandles(t *testing.T) {
+	namespacesExpected(t)
+	closedFD := int(newPlainNS(t))
+	require.NoError(t, unix.Close(closedFD))
+	devNull, err := os.Open(os.DevNull)
+	require.NoError(t, err)
+	defer devNull.Close()
+	for name, tc := range map[string]struct {
+		ns    netns.NsHandle
+		errno syscall.Errno
+	}{
+		"closed":          {netns.NsHandle(closedFD), syscall.EBADF},
+		"not_a_namespace": {netns.NsHandle(devNull.Fd()), syscall.EINVAL},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := vsockns.NamespaceMode(tc.ns)
+			assert.ErrorIs(t, err, tc.errno)
+			_, err = vsockns.ChildMode(tc.ns)
+			assert.ErrorIs(t, err, tc.errno)
+			assert.ErrorIs(t, vsockns.SetChildMode(tc.ns, vsockns.ModeLocal), tc.errno)
+			_, err = vsockns.G2HFallback(tc.ns)
+			assert.ErrorIs(t, err, tc.errno)
+			assert.ErrorIs(t, vsockns.SetG2HFallback(tc.ns, true), tc.errno)
+		})
+	}
+	requireAllThreadsHome(t)
+}
+
+// With /proc/sys hidden (a private mount namespace with a tmpfs over it),
+// reading a mode fails saying so, not "kernel too old".
+func TestModeWithoutProcfs(t *testing.T) {
+	namespacesExpected(t)
+	if os.Getenv("VSOCKNS_HELPER") == "noprocfs" {
+		if err := unix.Mount("tmpfs", "/proc/sys", "tmpfs", 0, ""); err != nil {
+			fmt.Println("mount:", err)
+			os.Exit(3)
+		}
+		_, err := vsockns.NamespaceMode(netns.None())
+		fmt.Printf("err=%v notsupported=%t enoent=%t\n", err, errors.Is(err, vsockns.ErrNotSupported), errors.Is(err, syscall.ENOENT))
+		os.Exit(0)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestModeWithoutProcfs$")
+	cmd.Env = append(os.Environ(), "VSOCKNS_HELPER=noprocfs")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "/proc/sys/net is not accessible (is procfs mounted at /proc?)")
+	assert.Contains(t, string(out), "notsupported=false enoent=true")
+}
+
+func TestNamedNamespace(t *testing.T) {
+	if !namespacesExpected(t) {
+		_, err := vsockns.NewNamedNamespace("vsockns-legacy", vsockns.ModeLocal)
+		require.ErrorIs(t, err, vsockns.ErrNotSupported)
+		_, err = os.Stat("/run/netns/vsockns-legacy")
+		assert.ErrorIs(t, err, fs.ErrNotExist, "nothing left behind")
+		return
+	}
+	name := fmt.Sprintf("vsockns-test-%d", os.Getpid())
+	ns, err := vsockns.NewNamedNamespace(name, vsockns.ModeLocal)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = vsockns.DeleteNamedNamespace(name) })
+	require.NoError(t, ns.Close(), "the bind mount keeps the namespace")
+
+	byName, err := netns.GetFromName(name)
+	require.NoError(t, err)
+	defer byName.Close()
+	m, err := vsockns.NamespaceMode(byName)
+	require.NoError(t, err)
+	assert.Equal(t, vsockns.ModeLocal, m)
+
+	_, err = vsockns.NewNamedNamespace(name, vsockns.ModeGlobal)
+	assert.ErrorIs(t, err, fs.ErrExist)
+
+	require.NoError(t, vsockns.DeleteNamedNamespace(name))
+	_, err = netns.GetFromName(name)
+	assert.Error(t, err)
+	assert.Error(t, vsockns.DeleteNamedNamespace(name), "deleting twice")
+
+	var ne *vsockns.NameError
+	for _, bad := range []string{"", ".", "..", "a/b", "a\x00b"} {
+		_, err := vsockns.NewNamedNamespace(bad, vsockns.ModeLocal)
+		assert.ErrorAs(t, err, &ne, "%q", bad)
+		assert.ErrorAs(t, vsockns.DeleteNamedNamespace(bad), &ne, "%q", bad)
+	}
+}
+
+// A namespace found by PID: a child process in a namespace of its own, as a
+// container's process would be.
+func TestNamespaceFromPID(t *testing.T) {
+	namespacesExpected(t)
+	if os.Getenv("VSOCKNS_HELPER") == "wait" {
+		_, _ = os.Stdin.Read(make([]byte, 1))
+		os.Exit(0)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestNamespaceFromPID$")
+	cmd.Env = append(os.Environ(), "VSOCKNS_HELPER=wait")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	pid := cmd.Process.Pid
+
+	ns, err := vsockns.NamespaceFromPID(pid)
+	require.NoError(t, err)
+	defer ns.Close()
+	want, err := netns.GetFromPid(pid)
+	require.NoError(t, err)
+	defer want.Close()
+	assert.True(t, ns.Equal(want), "the child's namespace")
+	home, err := netns.Get()
+	require.NoError(t, err)
+	defer home.Close()
+	assert.False(t, ns.Equal(home))
+
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	require.NoError(t, err)
+	defer unix.Close(pidfd)
+	ns2, err := vsockns.NamespaceFromPidfd(pidfd)
+	require.NoError(t, err)
+	defer ns2.Close()
+	assert.True(t, ns2.Equal(want))
+
+	stdin.Close()
+	require.NoError(t, cmd.Wait())
+	_, err = vsockns.NamespaceFromPID(pid)
+	assert.ErrorIs(t, err, syscall.ESRCH, "the process is gone")
+	_, err = vsockns.NamespaceFromPidfd(pidfd)
+	assert.ErrorIs(t, err, syscall.ESRCH, "the pidfd's process is gone")
+	_, err = vsockns.NamespaceFromPID(-1)
+	assert.ErrorIs(t, err, syscall.ESRCH)
+}
