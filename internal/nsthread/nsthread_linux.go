@@ -22,7 +22,11 @@ import (
 // ErrRestore is wrapped by Run's error when the thread could not be moved
 // back to its original namespace. That thread is never handed back to the
 // Go scheduler: its goroutine exits while still locked to it, and the
-// runtime terminates the thread.
+// runtime terminates the thread. The one thread the runtime cannot
+// terminate is the main thread; it then stays parked in the foreign
+// namespace, running nothing. (A program that wants even that excluded
+// calls runtime.LockOSThread in main, so no other goroutine ever runs on
+// the main thread.)
 var ErrRestore = errors.New("could not restore the thread's network namespace; the thread was discarded")
 
 // slots limits how many threads are inside Run at once.

@@ -84,6 +84,9 @@ func TestVM(t *testing.T) {
 					if p := rep.Problem(); p != "" {
 						t.Errorf("guest binary %s %s", run.Name, p)
 					}
+					if len(rep.Tests) == 0 && os.Getenv("VSOCKNS_VM_RUN") == "" {
+						t.Errorf("guest binary %s ran no tests", run.Name)
+					}
 					for _, n := range rep.Tests {
 						replay(t, n)
 					}

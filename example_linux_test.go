@@ -1,0 +1,138 @@
+//go:build linux
+
+package vsockns_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/mdlayher/vsock"
+	"github.com/vishvananda/netns"
+
+	"github.com/vsockns/vsockns"
+)
+
+// Dial a listener from inside a local-mode namespace. In a local namespace
+// only sockets of the same namespace can connect; vsock.Local (CID 1) is
+// the loopback transport.
+func ExampleDial() {
+	ns, err := vsockns.NewNamespace(vsockns.ModeLocal)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ns.Close()
+
+	l, err := vsockns.Listen(ns, 1024)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprintln(c, "hello from inside the namespace")
+	}()
+
+	c, err := vsockns.Dial(ns, vsock.Local, 1024)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	msg, _ := io.ReadAll(c)
+	fmt.Print(string(msg))
+
+	// From the init namespace the same address is out of reach.
+	_, err = vsockns.Dial(netns.None(), vsock.Local, 1024)
+	fmt.Println(err != nil)
+	// Output:
+	// hello from inside the namespace
+	// true
+}
+
+// A Dialer plugs into http.Transport: here an HTTP client in the init
+// namespace's process talks to a server listening inside a local
+// namespace, by dialing from that namespace.
+func ExampleDialer_httpTransport() {
+	ns, err := vsockns.NewNamespace(vsockns.ModeLocal)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ns.Close()
+
+	lc := vsockns.ListenConfig{Namespace: ns}
+	l, err := lc.Listen(context.Background(), "vsock", ":8080")
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "served over vsock to %s", r.RemoteAddr[:strings.IndexByte(r.RemoteAddr, ':')])
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+
+	d := &vsockns.Dialer{Namespace: ns}
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "vsock", "local:8080")
+		},
+	}}
+	resp, err := client.Get("http://guest/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println(string(body))
+	// Output: served over vsock to local(1)
+}
+
+// Listen in a namespace for any CID; port 0 picks a free port.
+func ExampleListen() {
+	ns, err := vsockns.NewNamespace(vsockns.ModeLocal)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ns.Close()
+
+	l, err := vsockns.Listen(ns, 0)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	addr := l.Addr().(*vsock.Addr)
+	fmt.Println(addr.ContextID == 0xffffffff, addr.Port != 0)
+	// Output: true true
+}
+
+// Check what a namespace's vsock can reach.
+func ExampleNamespaceMode() {
+	m, err := vsockns.NamespaceMode(netns.None())
+	if err != nil {
+		log.Fatal(err) // wraps vsockns.ErrNotSupported before Linux 7.0
+	}
+	fmt.Println("this namespace is", m)
+	// Output: this namespace is global
+}
+
+// Create a namespace whose vsock is private, without touching any
+// namespace's child_ns_mode.
+func ExampleNewNamespace() {
+	ns, err := vsockns.NewNamespace(vsockns.ModeLocal)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ns.Close()
+
+	m, _ := vsockns.NamespaceMode(ns)
+	child, _ := vsockns.ChildMode(ns)
+	fmt.Println(m, child)
+	// Output: local local
+}
