@@ -307,8 +307,7 @@ func TestBadNamespaceHandles(t *testing.T) {
 	devNull, err := os.Open(os.DevNull)
 	require.NoError(t, err)
 	defer devNull.Close()
-	closedFD := int(newPlainNS(t))
-	require.NoError(t, unix.Close(closedFD))
+	closedFD := int(closedHandle)
 
 	before := fdCount(t)
 	for _, tc := range []struct {

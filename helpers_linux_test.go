@@ -99,6 +99,11 @@ func newPlainNS(t testing.TB) netns.NsHandle {
 	return netns.NsHandle(fd)
 }
 
+// closedHandle is a file descriptor number that is surely not open (it is
+// above any RLIMIT_NOFILE), unlike a closed one, which the next open(2)
+// reuses.
+const closedHandle = netns.NsHandle(1 << 30)
+
 // threadsOutsideNamespace lists the threads of this process whose network
 // namespace is not the process's (the main thread's) namespace.
 func threadsOutsideNamespace(t testing.TB) []string {

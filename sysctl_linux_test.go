@@ -172,8 +172,7 @@ func TestG2HFallback(t *testing.T) {
 
 func TestModeFunctionsOnBadHandles(t *testing.T) {
 	namespacesExpected(t)
-	closedFD := int(newPlainNS(t))
-	require.NoError(t, unix.Close(closedFD))
+	closedFD := int(closedHandle)
 	devNull, err := os.Open(os.DevNull)
 	require.NoError(t, err)
 	defer devNull.Close()

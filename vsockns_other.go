@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"syscall"
 	"time"
@@ -60,3 +61,16 @@ func newNamedNamespace(string, Mode) (netns.NsHandle, error) { return netns.None
 func deleteNamedNamespace(string) error                      { return errPlatform }
 func namespaceFromPID(int) (netns.NsHandle, error)           { return netns.None(), errPlatform }
 func namespaceFromPidfd(int, int) (netns.NsHandle, error)    { return netns.None(), errPlatform }
+
+// A Vhost is an open /dev/vhost-vsock. Outside Linux none can be opened.
+type Vhost struct{}
+
+func openVhost(netns.NsHandle) (*Vhost, error) { return nil, errPlatform }
+
+func (*Vhost) File() *os.File           { return nil }
+func (*Vhost) Fd() uintptr              { return ^uintptr(0) }
+func (*Vhost) Close() error             { return errPlatform }
+func (*Vhost) GuestCID() uint32         { return 0 }
+func (*Vhost) SetOwner() error          { return errPlatform }
+func (*Vhost) SetGuestCID(uint32) error { return errPlatform }
+func isCIDInUse(err error) bool         { return false }

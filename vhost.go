@@ -1,0 +1,90 @@
+package vsockns
+
+import (
+	"fmt"
+
+	"github.com/vishvananda/netns"
+)
+
+// VhostDevice is the vhost-vsock device node.
+const VhostDevice = "/dev/vhost-vsock"
+
+// OpenVhost opens /dev/vhost-vsock inside namespace ns, for a VMM to give a
+// guest its vsock device.
+//
+// Why inside the namespace: a vhost-vsock device belongs to the network
+// namespace of the thread that opened it, for good. That namespace decides
+// which CID pool the guest's CID is claimed in (each local namespace has its
+// own pool, so every VM can be CID 3; global namespaces share one) and which
+// host sockets can reach the guest and be reached by it (in a local
+// namespace, only sockets created in that namespace). A VMM that opens the
+// device from the wrong thread silently puts its guest in the wrong place.
+// Only open(2) runs in the namespace; the ioctls run on any thread.
+//
+// OpenVhost does not take ownership (VHOST_SET_OWNER): the process that
+// drives the virtqueues must, and a VMM handed the descriptor (QEMU's
+// vhost-vsock-pci,vhostfd=N) does it itself and fails if it was already
+// done. A Go VMM that drives the device calls SetOwner.
+func OpenVhost(ns netns.NsHandle) (*Vhost, error) {
+	return openVhost(ns)
+}
+
+// AllocateGuestCID opens /dev/vhost-vsock in ns and claims the first free
+// CID in [min, max] of that namespace's CID pool, skipping reserved CIDs.
+// The claim is the VHOST_VSOCK_SET_GUEST_CID ioctl itself, so concurrent
+// allocators (in this process or others) never get the same CID. When no
+// CID in the range is free, the error wraps ErrCIDInUse.
+func AllocateGuestCID(ns netns.NsHandle, min, max uint32) (*Vhost, uint32, error) {
+	if min > max {
+		return nil, 0, &CIDError{CID: min, Reason: fmt.Sprintf("empty range [%d, %d]", min, max)}
+	}
+	v, err := OpenVhost(ns)
+	if err != nil {
+		return nil, 0, err
+	}
+	for cid := uint64(min); cid <= uint64(max); cid++ {
+		if reservedCID(uint32(cid)) {
+			continue
+		}
+		err := v.SetGuestCID(uint32(cid))
+		if err == nil {
+			return v, uint32(cid), nil
+		}
+		if !isCIDInUse(err) {
+			v.Close()
+			return nil, 0, err
+		}
+	}
+	v.Close()
+	return nil, 0, fmt.Errorf("vsockns: no free guest CID in [%d, %d]: %w", min, max, ErrCIDInUse)
+}
+
+// CIDError reports a CID that cannot be given to a guest.
+type CIDError struct {
+	CID    uint32
+	Reason string
+}
+
+func (e *CIDError) Error() string {
+	return fmt.Sprintf("vsockns: guest CID %d: %s", e.CID, e.Reason)
+}
+
+// reservedCID reports CIDs no guest may have: hypervisor (0), local (1),
+// host (2) and VMADDR_CID_ANY.
+func reservedCID(cid uint32) bool {
+	return cid <= 2 || cid == vmaddrCIDAny
+}
+
+func checkGuestCID(cid uint32) error {
+	switch {
+	case cid == 0:
+		return &CIDError{cid, "reserved for the hypervisor"}
+	case cid == 1:
+		return &CIDError{cid, "reserved for local loopback"}
+	case cid == 2:
+		return &CIDError{cid, "reserved for the host"}
+	case cid == vmaddrCIDAny:
+		return &CIDError{cid, "is VMADDR_CID_ANY"}
+	}
+	return nil
+}

@@ -1,0 +1,110 @@
+//go:build linux
+
+package vsockns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// vhost ioctls (linux/vhost.h; x/sys/unix does not have the vsock ones).
+const (
+	vhostSetOwner         = 0xaf01     // _IO(VHOST_VIRTIO, 0x01)
+	vhostVsockSetGuestCID = 0x4008af60 // _IOW(VHOST_VIRTIO, 0x60, __u64)
+)
+
+// A Vhost is an open /dev/vhost-vsock, bound to the network namespace it
+// was opened in.
+type Vhost struct {
+	f   *os.File
+	cid atomic.Uint32 // 0 until a CID is claimed
+}
+
+func openVhost(ns netns.NsHandle) (*Vhost, error) {
+	fd := -1
+	err := inNamespace(ns, func() (err error) {
+		fd, err = unix.Open(VhostDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		return err
+	})
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		var errno unix.Errno
+		if errors.As(err, &errno) && (errno == unix.ENOENT || errno == unix.ENODEV) {
+			err = fmt.Errorf("%w: %s is missing: load the vhost_vsock module (%w)", ErrNotSupported, VhostDevice, err)
+		} else if errno == unix.EBADF || errno == unix.EINVAL {
+			err = socketError(err) // a bad namespace handle, explained
+		}
+		return nil, fmt.Errorf("vsockns: open %s in %s: %w", VhostDevice, nsName(ns), err)
+	}
+	return &Vhost{f: os.NewFile(uintptr(fd), VhostDevice)}, nil
+}
+
+// File returns the device file, for example to pass to a VMM process as
+// an inherited descriptor (exec.Cmd.ExtraFiles). It stays owned by v.
+func (v *Vhost) File() *os.File { return v.f }
+
+// Fd returns the device's file descriptor (see os.File.Fd).
+func (v *Vhost) Fd() uintptr { return v.f.Fd() }
+
+// Close releases the device; its CID becomes free again.
+func (v *Vhost) Close() error { return v.f.Close() }
+
+// GuestCID returns the CID claimed with SetGuestCID, or 0.
+func (v *Vhost) GuestCID() uint32 { return v.cid.Load() }
+
+// SetOwner makes the calling process the device's owner
+// (VHOST_SET_OWNER), as a VMM driving the virtqueues itself must. Do not
+// call it on a device handed to another VMM process.
+func (v *Vhost) SetOwner() error {
+	if err := v.ioctl(vhostSetOwner, nil); err != nil {
+		return fmt.Errorf("vsockns: %s: %w", VhostDevice, os.NewSyscallError("ioctl VHOST_SET_OWNER", err))
+	}
+	return nil
+}
+
+// SetGuestCID claims cid for the guest in the device's namespace's CID pool
+// (VHOST_VSOCK_SET_GUEST_CID). Reserved CIDs (0, 1, 2 and VMADDR_CID_ANY)
+// are refused with a *CIDError before any system call; a CID already
+// claimed in the same pool fails with ErrCIDInUse (and EADDRINUSE).
+func (v *Vhost) SetGuestCID(cid uint32) error {
+	if err := checkGuestCID(cid); err != nil {
+		return err
+	}
+	c := uint64(cid)
+	if err := v.ioctl(vhostVsockSetGuestCID, unsafe.Pointer(&c)); err != nil {
+		serr := os.NewSyscallError("ioctl VHOST_VSOCK_SET_GUEST_CID", err)
+		if errors.Is(err, unix.EADDRINUSE) {
+			return fmt.Errorf("vsockns: guest CID %d: %w: %w", cid, ErrCIDInUse, serr)
+		}
+		return fmt.Errorf("vsockns: guest CID %d: %w", cid, serr)
+	}
+	v.cid.Store(cid)
+	return nil
+}
+
+func (v *Vhost) ioctl(req uintptr, arg unsafe.Pointer) error {
+	rc, err := v.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var errno unix.Errno
+	if err := rc.Control(func(fd uintptr) {
+		_, _, errno = unix.Syscall(unix.SYS_IOCTL, fd, req, uintptr(arg))
+	}); err != nil {
+		return err
+	}
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+func isCIDInUse(err error) bool { return errors.Is(err, ErrCIDInUse) }
