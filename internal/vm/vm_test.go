@@ -70,7 +70,7 @@ func TestVM(t *testing.T) {
 	var summary []string
 	for _, k := range kernels {
 		t.Run(k.Release, func(t *testing.T) {
-			kenv := append([]string{}, "VSOCKNS_IN_VM=1", "VSOCKNS_KERNEL_RELEASE="+k.Release,
+			kenv := append([]string{"VSOCKNS_CLI=/bin/vsockns"}, "VSOCKNS_IN_VM=1", "VSOCKNS_KERNEL_RELEASE="+k.Release,
 				fmt.Sprintf("VSOCKNS_EXPECT_NAMESPACES=%t", k.HasVsockNamespaces()))
 			res := boot(t, Config{Kernel: k, Init: init, Binaries: bins, Commands: cmds, Env: kenv, WorkDir: work})
 			passed, failed := 0, 0

@@ -1,0 +1,495 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/mdlayher/vsock"
+	"github.com/vishvananda/netns"
+
+	"github.com/vsockns/vsockns"
+)
+
+const usage = `usage: vsockns <command> [flags] [args]
+
+commands:
+  mode                       show a namespace's ns_mode, child_ns_mode and g2h_fallback
+  child-mode set MODE        write a namespace's child_ns_mode (once per namespace!)
+  add NAME --mode MODE       create a named namespace (ip netns compatible) of that mode
+  del NAME                   delete a named namespace
+  ls                         list named namespaces (--all: every process's) with modes
+  dial CID PORT              connect from a namespace; pipe stdin/stdout
+  listen PORT                listen in a namespace; pipe the connection to stdin/stdout
+
+namespace flags (every command that acts in one):
+  --netns NAME|PATH          a named namespace (/run/netns/NAME) or a namespace file
+  --pid PID                  the network namespace of process PID
+`
+
+// exit codes
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+type cli struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+// usageError is a mistake in the command line.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	cmds := map[string]func([]string) error{
+		"mode":       c.mode,
+		"child-mode": c.childMode,
+		"add":        c.add,
+		"del":        c.del,
+		"ls":         c.ls,
+		"dial":       c.dial,
+		"listen":     c.listen,
+	}
+	fn, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "vsockns: unknown command %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+	err := fn(args[1:])
+	var ue *usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "vsockns %s: %v\n", args[0], err)
+		return exitUsage
+	default:
+		// The library's messages start with its name; say it once.
+		fmt.Fprintf(stderr, "vsockns %s: %s\n", args[0], strings.TrimPrefix(err.Error(), "vsockns: "))
+		return exitFail
+	}
+}
+
+// flagSet makes a FlagSet for a subcommand, with the namespace flags when
+// nsFlags is set.
+func (c *cli) flagSet(name string, target *nsTarget) *flag.FlagSet {
+	fs := flag.NewFlagSet("vsockns "+name, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	if target != nil {
+		fs.StringVar(&target.netns, "netns", "", "named namespace (/run/netns/NAME) or namespace file `NAME|PATH`")
+		fs.IntVar(&target.pid, "pid", 0, "use the network namespace of process `PID`")
+	}
+	return fs
+}
+
+// parse parses flags and positional arguments in any order and checks the
+// number of positional arguments.
+func parse(fs *flag.FlagSet, args []string, want int, names string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usagef("%v", err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	if len(pos) != want {
+		return nil, usagef("want %s, got %d argument(s)", names, len(pos))
+	}
+	return pos, nil
+}
+
+// nsTarget is the namespace a command acts in.
+type nsTarget struct {
+	netns string
+	pid   int
+}
+
+// open returns a handle (netns.None() for the current namespace), a name
+// for messages, and a function to release the handle.
+func (t *nsTarget) open() (netns.NsHandle, string, func(), error) {
+	none := func() {}
+	switch {
+	case t.netns != "" && t.pid != 0:
+		return netns.None(), "", none, usagef("--netns and --pid exclude each other")
+	case t.netns != "":
+		var ns netns.NsHandle
+		var err error
+		if strings.Contains(t.netns, "/") {
+			ns, err = netns.GetFromPath(t.netns)
+		} else {
+			ns, err = netns.GetFromName(t.netns)
+		}
+		if err != nil {
+			return netns.None(), "", none, fmt.Errorf("namespace %q: %w", t.netns, err)
+		}
+		return ns, fmt.Sprintf("namespace '%s'", t.netns), func() { ns.Close() }, nil
+	case t.pid != 0:
+		ns, err := vsockns.NamespaceFromPID(t.pid)
+		if err != nil {
+			return netns.None(), "", none, err
+		}
+		return ns, fmt.Sprintf("the namespace of pid %d", t.pid), func() { ns.Close() }, nil
+	}
+	return netns.None(), "the current namespace", none, nil
+}
+
+// isInit reports whether the target is the init network namespace.
+func isInit(ns netns.NsHandle) bool {
+	h := ns
+	if ns == netns.None() {
+		cur, err := netns.Get()
+		if err != nil {
+			return false
+		}
+		defer cur.Close()
+		h = cur
+	}
+	init, err := netns.GetFromPath("/proc/1/ns/net")
+	if err != nil {
+		return false
+	}
+	defer init.Close()
+	return h.Equal(init)
+}
+
+type modeReport struct {
+	Namespace   string        `json:"namespace"`
+	Mode        *vsockns.Mode `json:"ns_mode,omitempty"`
+	ChildMode   *vsockns.Mode `json:"child_ns_mode,omitempty"`
+	G2HFallback *bool         `json:"g2h_fallback,omitempty"`
+	Error       string        `json:"error,omitempty"`
+	PIDs        []int         `json:"pids,omitempty"`
+}
+
+func report(ns netns.NsHandle, name string) modeReport {
+	r := modeReport{Namespace: name}
+	m, err := vsockns.NamespaceMode(ns)
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	r.Mode = &m
+	if cm, err := vsockns.ChildMode(ns); err == nil {
+		r.ChildMode = &cm
+	}
+	if on, err := vsockns.G2HFallback(ns); err == nil {
+		r.G2HFallback = &on
+	}
+	return r
+}
+
+func (c *cli) mode(args []string) error {
+	var t nsTarget
+	fs := c.flagSet("mode", &t)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parse(fs, args, 0, "no arguments"); err != nil {
+		return err
+	}
+	ns, name, done, err := t.open()
+	if err != nil {
+		return err
+	}
+	defer done()
+	r := report(ns, name)
+	if *asJSON {
+		return json.NewEncoder(c.stdout).Encode(r)
+	}
+	if r.Error != "" {
+		return errors.New(r.Error)
+	}
+	fmt.Fprintf(c.stdout, "ns_mode:        %s\n", r.Mode)
+	if r.ChildMode != nil {
+		fmt.Fprintf(c.stdout, "child_ns_mode:  %s\n", r.ChildMode)
+	}
+	if r.G2HFallback != nil {
+		fmt.Fprintf(c.stdout, "g2h_fallback:   %t\n", *r.G2HFallback)
+	}
+	return nil
+}
+
+func (c *cli) childMode(args []string) error {
+	var t nsTarget
+	fs := c.flagSet("child-mode set", &t)
+	initOK := fs.Bool("init", false, "confirm writing the init namespace's child_ns_mode, which changes every namespace created on this host until reboot")
+	if len(args) == 0 || args[0] != "set" {
+		return usagef("want `child-mode set local|global`")
+	}
+	pos, err := parse(fs, args[1:], 1, "MODE (local or global)")
+	if err != nil {
+		return err
+	}
+	m, err := vsockns.ParseMode(pos[0])
+	if err != nil {
+		return usagef("%v", err)
+	}
+	ns, name, done, err := t.open()
+	if err != nil {
+		return err
+	}
+	defer done()
+	if isInit(ns) && !*initOK {
+		return usagef("%s is the init namespace: child_ns_mode can be written once, and every namespace created on this host until reboot takes it. Add --init if that is what you want, or use `vsockns add NAME --mode %s` for one namespace", name, m)
+	}
+	if err := vsockns.SetChildMode(ns, m); err != nil {
+		if errors.Is(err, vsockns.ErrChildModeLocked) {
+			cur, _ := vsockns.ChildMode(ns)
+			return fmt.Errorf("%s: child_ns_mode is already %s and can be written only once: %w", name, cur, err)
+		}
+		return err
+	}
+	fmt.Fprintf(c.stderr, "vsockns: namespaces created from %s are now %s (this cannot be changed again)\n", name, m)
+	return nil
+}
+
+func (c *cli) add(args []string) error {
+	fs := c.flagSet("add", nil)
+	var m vsockns.Mode
+	fs.TextVar(&m, "mode", vsockns.ModeLocal, "vsock mode of the new namespace: `local|global`")
+	pos, err := parse(fs, args, 1, "NAME")
+	if err != nil {
+		return err
+	}
+	ns, err := vsockns.NewNamedNamespace(pos[0], m)
+	if err != nil {
+		return err
+	}
+	ns.Close()
+	fmt.Fprintf(c.stdout, "%s (%s)\n", pos[0], m)
+	return nil
+}
+
+func (c *cli) del(args []string) error {
+	fs := c.flagSet("del", nil)
+	pos, err := parse(fs, args, 1, "NAME")
+	if err != nil {
+		return err
+	}
+	return vsockns.DeleteNamedNamespace(pos[0])
+}
+
+func (c *cli) ls(args []string) error {
+	fs := c.flagSet("ls", nil)
+	all := fs.Bool("all", false, "also list the namespaces of all processes")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parse(fs, args, 0, "no arguments"); err != nil {
+		return err
+	}
+	var rows []modeReport
+	names, _ := filepath.Glob("/run/netns/*")
+	sort.Strings(names)
+	for _, p := range names {
+		ns, err := netns.GetFromPath(p)
+		if err != nil {
+			rows = append(rows, modeReport{Namespace: filepath.Base(p), Error: err.Error()})
+			continue
+		}
+		rows = append(rows, report(ns, filepath.Base(p)))
+		ns.Close()
+	}
+	if *all {
+		rows = append(rows, processNamespaces()...)
+	}
+	if *asJSON {
+		if rows == nil {
+			rows = []modeReport{}
+		}
+		return json.NewEncoder(c.stdout).Encode(rows)
+	}
+	fmt.Fprintf(c.stdout, "%-24s %-8s %-8s %s\n", "NAMESPACE", "MODE", "CHILD", "PIDS")
+	for _, r := range rows {
+		mode, child := "-", "-"
+		if r.Mode != nil {
+			mode = r.Mode.String()
+		}
+		if r.ChildMode != nil {
+			child = r.ChildMode.String()
+		}
+		pids := ""
+		if len(r.PIDs) > 0 {
+			pids = strings.Trim(fmt.Sprint(r.PIDs), "[]")
+		}
+		if r.Error != "" {
+			pids = r.Error
+		}
+		fmt.Fprintf(c.stdout, "%-24s %-8s %-8s %s\n", r.Namespace, mode, child, pids)
+	}
+	return nil
+}
+
+// processNamespaces groups all processes by network namespace.
+func processNamespaces() []modeReport {
+	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	byID := map[string][]int{}
+	var order []string
+	for _, p := range procs {
+		id, err := os.Readlink(p)
+		if err != nil {
+			continue
+		}
+		pid, _ := strconv.Atoi(strings.Split(p, "/")[2])
+		if _, ok := byID[id]; !ok {
+			order = append(order, id)
+		}
+		byID[id] = append(byID[id], pid)
+	}
+	var rows []modeReport
+	for _, id := range order {
+		pids := byID[id]
+		sort.Ints(pids)
+		ns, err := vsockns.NamespaceFromPID(pids[0])
+		var r modeReport
+		if err != nil {
+			r = modeReport{Namespace: id, Error: err.Error()}
+		} else {
+			r = report(ns, id)
+			ns.Close()
+		}
+		r.PIDs = pids
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+func (c *cli) dial(args []string) error {
+	var t nsTarget
+	fs := c.flagSet("dial", &t)
+	timeout := fs.Duration("timeout", 0, "give up connecting after `D` (default: the kernel's connect timeout, 2s)")
+	pos, err := parse(fs, args, 2, "CID PORT")
+	if err != nil {
+		return err
+	}
+	addr, err := vsockns.ParseAddr(pos[0] + ":" + pos[1])
+	if err != nil {
+		return usagef("%v", err)
+	}
+	ns, name, done, err := t.open()
+	if err != nil {
+		return err
+	}
+	defer done()
+	d := vsockns.Dialer{Namespace: ns, Timeout: *timeout}
+	conn, err := d.DialVsock(context.Background(), addr.ContextID, addr.Port)
+	if err != nil {
+		return explainDial(err, ns, name, addr)
+	}
+	defer conn.Close()
+	return pipe(conn, c.stdin, c.stdout)
+}
+
+// explainDial says in an operator's words why a dial failed.
+func explainDial(err error, ns netns.NsHandle, name string, addr *vsock.Addr) error {
+	switch {
+	case errors.Is(err, syscall.ECONNRESET):
+		if m, merr := vsockns.NamespaceMode(ns); merr == nil && m == vsockns.ModeLocal {
+			return fmt.Errorf("connection reset: %s is local-mode; it reaches only listeners inside itself, and nothing is listening on %s there (%w)", name, addr, err)
+		}
+		return fmt.Errorf("connection reset: nothing listening on %s that %s can reach (listeners in local-mode namespaces are reachable only from inside them) (%w)", addr, name, err)
+	case errors.Is(err, syscall.ENODEV):
+		return fmt.Errorf("no vsock transport reaches %s from %s (no VM with that CID in this namespace's CID pool?) (%w)", addr, name, err)
+	case errors.Is(err, syscall.ETIMEDOUT), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("timed out connecting to %s from %s (%w)", addr, name, err)
+	}
+	return err
+}
+
+func (c *cli) listen(args []string) error {
+	var t nsTarget
+	fs := c.flagSet("listen", &t)
+	keep := fs.Bool("keep-open", false, "accept connections one after another instead of exiting after the first")
+	pos, err := parse(fs, args, 1, "PORT")
+	if err != nil {
+		return err
+	}
+	port, err := strconv.ParseUint(pos[0], 10, 32)
+	if err != nil {
+		return usagef("PORT must be a number from 0 to 4294967295")
+	}
+	ns, name, done, err := t.open()
+	if err != nil {
+		return err
+	}
+	defer done()
+	l, err := vsockns.Listen(ns, uint32(port))
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	fmt.Fprintf(c.stderr, "vsockns: listening on %s in %s\n", l.Addr(), name)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for {
+		conn, err := l.AcceptContext(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		fmt.Fprintf(c.stderr, "vsockns: connection from %s\n", conn.RemoteAddr())
+		in := c.stdin
+		if *keep {
+			in = nil // several peers cannot share one stdin
+		}
+		err = pipe(conn, in, c.stdout)
+		conn.Close()
+		if err != nil || !*keep {
+			return err
+		}
+	}
+}
+
+// pipe copies in to conn and conn to out, like nc: the end of in
+// half-closes the connection (the peer reads EOF), and pipe returns once
+// both directions are done. in may be nil (nothing to send).
+func pipe(conn *vsockns.Conn, in io.Reader, out io.Writer) error {
+	sent := make(chan error, 1)
+	go func() {
+		var err error
+		if in != nil {
+			_, err = io.Copy(conn, in)
+		}
+		if cerr := conn.CloseWrite(); err == nil {
+			err = cerr
+		}
+		sent <- err
+	}()
+	_, err := io.Copy(out, conn)
+	if serr := <-sent; err == nil {
+		err = serr
+	}
+	return err
+}

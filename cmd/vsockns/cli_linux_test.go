@@ -1,0 +1,304 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vsockns/vsockns"
+)
+
+// These tests run the real binary: the VM harness builds it into the
+// guest's /bin and names it in VSOCKNS_CLI.
+
+func cliPath(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("VSOCKNS_CLI")
+	if os.Getenv("VSOCKNS_IN_VM") == "1" {
+		require.NotEmpty(t, p, "the VM harness must provide VSOCKNS_CLI")
+		return p
+	}
+	t.Skip("runs the built CLI as root against vsock_loopback; run `make test` (it runs this in a VM on Linux >= 7.0 and 6.1)")
+	return ""
+}
+
+func namespacesExpected(t *testing.T) bool {
+	t.Helper()
+	want, err := strconv.ParseBool(os.Getenv("VSOCKNS_EXPECT_NAMESPACES"))
+	require.NoError(t, err)
+	return want
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runCLI(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(cliPath(t), args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+// addNS creates a named namespace with the CLI and deletes it at cleanup.
+func addNS(t *testing.T, name, mode string) {
+	t.Helper()
+	r := runCLI(t, "", "add", name, "--mode", mode)
+	require.Equal(t, 0, r.code, "%+v", r)
+	assert.Equal(t, name+" ("+mode+")\n", r.stdout)
+	t.Cleanup(func() { runCLI(t, "", "del", name) })
+}
+
+func TestCLIUsage(t *testing.T) {
+	cliPath(t)
+	r := runCLI(t, "")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stdout, "usage: vsockns")
+	r = runCLI(t, "", "frobnicate")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, `unknown command "frobnicate"`)
+	r = runCLI(t, "", "dial", "3")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "want CID PORT")
+	r = runCLI(t, "", "dial", "x", "1")
+	assert.Equal(t, 2, r.code)
+	r = runCLI(t, "", "add", "n", "--mode", "isolated")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "invalid vsock mode")
+	r = runCLI(t, "", "mode", "--netns", "a", "--pid", "1")
+	assert.Equal(t, 2, r.code)
+}
+
+func TestCLIMode(t *testing.T) {
+	cliPath(t)
+	if !namespacesExpected(t) {
+		r := runCLI(t, "", "mode")
+		assert.Equal(t, 1, r.code)
+		assert.Contains(t, r.stderr, "Linux >= 7.0 is needed")
+		r = runCLI(t, "", "add", "legacy", "--mode", "local")
+		assert.Equal(t, 1, r.code)
+		assert.Contains(t, r.stderr, "not supported")
+		return
+	}
+	r := runCLI(t, "", "mode")
+	require.Equal(t, 0, r.code, "%+v", r)
+	assert.Equal(t, "ns_mode:        global\nchild_ns_mode:  global\ng2h_fallback:   true\n", r.stdout)
+
+	addNS(t, "blue", "local")
+	r = runCLI(t, "", "mode", "--netns", "blue", "--json")
+	require.Equal(t, 0, r.code, "%+v", r)
+	var rep struct {
+		Namespace string       `json:"namespace"`
+		Mode      vsockns.Mode `json:"ns_mode"`
+		Child     vsockns.Mode `json:"child_ns_mode"`
+		G2H       bool         `json:"g2h_fallback"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	assert.Equal(t, vsockns.ModeLocal, rep.Mode)
+	assert.Equal(t, vsockns.ModeLocal, rep.Child)
+	assert.Equal(t, "namespace 'blue'", rep.Namespace)
+
+	r = runCLI(t, "", "mode", "--netns", "/run/netns/blue")
+	require.Equal(t, 0, r.code, "%+v", r)
+	assert.Contains(t, r.stdout, "ns_mode:        local")
+
+	r = runCLI(t, "", "mode", "--netns", "nosuch")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, `namespace "nosuch"`)
+}
+
+func TestCLIAddListDelete(t *testing.T) {
+	cliPath(t)
+	if !namespacesExpected(t) {
+		r := runCLI(t, "", "ls", "--json")
+		require.Equal(t, 0, r.code, "%+v", r)
+		assert.JSONEq(t, "[]", r.stdout)
+		return
+	}
+	addNS(t, "red", "local")
+	addNS(t, "green", "global")
+	r := runCLI(t, "", "add", "red", "--mode", "global")
+	assert.Equal(t, 1, r.code, "the name is taken")
+	assert.Contains(t, r.stderr, "exists")
+
+	r = runCLI(t, "", "ls", "--json")
+	require.Equal(t, 0, r.code, "%+v", r)
+	var rows []struct {
+		Namespace string       `json:"namespace"`
+		Mode      vsockns.Mode `json:"ns_mode"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rows))
+	modes := map[string]vsockns.Mode{}
+	for _, row := range rows {
+		modes[row.Namespace] = row.Mode
+	}
+	assert.Equal(t, map[string]vsockns.Mode{"green": vsockns.ModeGlobal, "red": vsockns.ModeLocal}, modes)
+
+	r = runCLI(t, "", "ls")
+	require.Equal(t, 0, r.code)
+	assert.Regexp(t, `(?m)^green\s+global\s+global`, r.stdout)
+	assert.Regexp(t, `(?m)^red\s+local\s+local`, r.stdout)
+
+	r = runCLI(t, "", "ls", "--all", "--json")
+	require.Equal(t, 0, r.code, "%+v", r)
+	var all []struct {
+		Mode vsockns.Mode `json:"ns_mode"`
+		PIDs []int        `json:"pids"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &all))
+	foundInit := false
+	for _, row := range all {
+		for _, pid := range row.PIDs {
+			if pid == 1 {
+				foundInit = true
+				assert.Equal(t, vsockns.ModeGlobal, row.Mode)
+			}
+		}
+	}
+	assert.True(t, foundInit, "--all lists the namespace of pid 1")
+
+	r = runCLI(t, "", "del", "red")
+	require.Equal(t, 0, r.code, "%+v", r)
+	r = runCLI(t, "", "del", "red")
+	assert.Equal(t, 1, r.code)
+}
+
+func TestCLIChildMode(t *testing.T) {
+	cliPath(t)
+	if !namespacesExpected(t) {
+		r := runCLI(t, "", "child-mode", "set", "local", "--init")
+		assert.Equal(t, 1, r.code)
+		assert.Contains(t, r.stderr, "not supported")
+		return
+	}
+	r := runCLI(t, "", "child-mode", "set", "local")
+	assert.Equal(t, 2, r.code, "the init namespace needs --init")
+	assert.Contains(t, r.stderr, "every namespace created on this host until reboot")
+
+	addNS(t, "parent", "global")
+	r = runCLI(t, "", "child-mode", "set", "local", "--netns", "parent")
+	require.Equal(t, 0, r.code, "%+v", r)
+	assert.Contains(t, r.stderr, "cannot be changed again")
+	r = runCLI(t, "", "child-mode", "set", "global", "--netns", "parent")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "already local and can be written only once")
+}
+
+// startListener runs `vsockns listen` and waits until it is listening.
+func startListener(t *testing.T, stdin string, args ...string) (*exec.Cmd, *lockedBuffer) {
+	t.Helper()
+	cmd := exec.Command(cliPath(t), append([]string{"listen"}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out := &lockedBuffer{}
+	cmd.Stdout = out
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(stderr).ReadString('\n')
+	require.NoError(t, err, "listener said: %q", line)
+	require.Contains(t, line, "listening on")
+	go io.Copy(io.Discard, stderr)
+	return cmd, out
+}
+
+// lockedBuffer is a bytes.Buffer that a running process may write to while
+// the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestCLIDialListen(t *testing.T) {
+	cliPath(t)
+	withNS := namespacesExpected(t)
+	var ns []string
+	if withNS {
+		addNS(t, "svc", "local")
+		addNS(t, "other", "local")
+		ns = []string{"--netns", "svc"}
+	}
+	listener, out := startListener(t, "hello from the listener\n", append(ns, "7100")...)
+	r := runCLI(t, "hello from the dialer\n", append(append([]string{"dial"}, ns...), "1", "7100")...)
+	require.Equal(t, 0, r.code, "%+v", r)
+	assert.Equal(t, "hello from the listener\n", r.stdout)
+	require.NoError(t, listener.Wait())
+	assert.Equal(t, "hello from the dialer\n", out.String())
+
+	if !withNS {
+		return
+	}
+	startListener(t, "", "--netns", "svc", "7101")
+	r = runCLI(t, "", "dial", "--netns", "other", "1", "7101")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "connection reset: namespace 'other' is local-mode; it reaches only listeners inside itself")
+	r = runCLI(t, "", "dial", "1", "7101")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "connection reset: nothing listening on local(1):7101 that the current namespace can reach")
+	r = runCLI(t, "", "dial", "4242", "1")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "no vsock transport reaches vm(4242):1")
+}
+
+func TestCLIKeepOpenAndPID(t *testing.T) {
+	cliPath(t)
+	if os.Getenv("VSOCKNS_CLI_HELPER") == "wait" {
+		_, _ = os.Stdin.Read(make([]byte, 1))
+		os.Exit(0)
+	}
+	// A process in a namespace of its own, like a container's.
+	holder := exec.Command(os.Args[0], "-test.run=^TestCLIKeepOpenAndPID$")
+	holder.Env = append(os.Environ(), "VSOCKNS_CLI_HELPER=wait")
+	holder.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	stdin, err := holder.StdinPipe()
+	require.NoError(t, err)
+	require.NoError(t, holder.Start())
+	defer func() { stdin.Close(); _ = holder.Wait() }()
+	pid := fmt.Sprint(holder.Process.Pid)
+
+	_, out := startListener(t, "", "--pid", pid, "--keep-open", "7200")
+	for i := range 3 {
+		r := runCLI(t, fmt.Sprintf("message %d\n", i), "dial", "--pid", pid, "1", "7200")
+		require.Equal(t, 0, r.code, "%+v", r)
+	}
+	// A dial returns once both directions are done, which for the
+	// listener means it has copied the dialer's data out and closed the
+	// connection: all three messages are in.
+	assert.Equal(t, "message 0\nmessage 1\nmessage 2\n", out.String())
+}
