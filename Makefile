@@ -42,7 +42,7 @@ demo: qemu kernel
 
 ## bench: the benchmarks side by side, in the >= 7.0 VM.
 bench: qemu kernel
-	VSOCKNS_REQUIRE_VM=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '^TestBench$$' -v ./internal/vm
+	VSOCKNS_BENCH=1 VSOCKNS_REQUIRE_VM=1 $(GO) test -count=1 -timeout 90m -run '^TestBench$$' -v ./internal/vm
 
 clean:
 	rm -rf .cache/vm

@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,13 +46,15 @@ var (
 // unshare(2), and Run restores it all the same).
 //
 // Run runs fn on a goroutine of its own, so that a thread that cannot be
-// restored is discarded without touching the caller's goroutine. fn must be
-// short: it holds an OS thread.
+// restored is discarded without touching the caller's goroutine. That
+// goroutine starts on an ordinary (unlocked) thread, which is in the
+// process's home namespace; afterwards the thread is moved back there.
+// fn must be short: it holds an OS thread.
 //
 // fn's error is returned as is. Errors of Run's own are *os.SyscallError
-// ("setns", ...). If fn ran and the thread could not be restored, the
-// error wraps ErrRestore (and fn's error, if any); whatever fn created is
-// still the caller's to keep or close.
+// ("setns", ...) or *os.PathError. If fn ran and the thread could not be
+// restored, the error wraps ErrRestore (and fn's error, if any); whatever
+// fn created is still the caller's to keep or close.
 func Run(target int, fn func() error) error {
 	if target < 0 {
 		// fn runs on another thread; give it the caller's namespace, which
@@ -63,6 +67,7 @@ func Run(target int, fn func() error) error {
 		defer unix.Close(self)
 		target = self
 	}
+
 	// Bound the threads in use: each Run occupies an OS thread for its
 	// few system calls, and a slow one (or many at once) would otherwise
 	// make the runtime start a thread per concurrent caller. Waiting
@@ -72,40 +77,58 @@ func Run(target int, fn func() error) error {
 
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread()
-		restored := false
-		defer func() {
-			// Unlock only a thread that is back where it started. A thread
-			// still locked when this goroutine returns is terminated.
-			if restored {
-				runtime.UnlockOSThread()
-			}
-		}()
-
-		orig, err := unix.Open(threadSelfPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		// Not locked yet: this is an ordinary thread, in the home namespace.
+		home, err := homeNamespace()
 		if err != nil {
-			restored = true // nothing changed yet
-			done <- &os.PathError{Op: "open", Path: threadSelfPath, Err: err}
+			done <- err
 			return
 		}
-		defer unix.Close(orig)
-
+		runtime.LockOSThread()
 		if err := setns(target, unix.CLONE_NEWNET); err != nil {
 			// A failed setns leaves the thread where it was.
-			restored = true
+			runtime.UnlockOSThread()
 			done <- os.NewSyscallError("setns", err)
 			return
 		}
 
 		ferr := fn()
 
-		if err := setns(orig, unix.CLONE_NEWNET); err != nil {
+		if err := setns(home, unix.CLONE_NEWNET); err != nil {
+			// Still locked: when this goroutine returns, the runtime
+			// terminates the thread instead of reusing it.
 			rerr := fmt.Errorf("%w: %w", ErrRestore, os.NewSyscallError("setns", err))
 			done <- errors.Join(ferr, rerr)
 			return
 		}
-		restored = true
+		runtime.UnlockOSThread()
 		done <- ferr
 	}()
 	return <-done
+}
+
+// home is a handle to the network namespace of the process's ordinary
+// threads, opened once from such a thread: restoring a thread is then one
+// setns(2), with no open(2) of /proc on every call.
+var home struct {
+	fd atomic.Int32 // 0 until opened (fd 0 is never a namespace we opened: it is stdin's slot)
+	mu sync.Mutex   // serialises the first open
+}
+
+// homeNamespace returns the home namespace handle, opening it from the
+// calling (unlocked) thread the first time. An error is not remembered.
+func homeNamespace() (int, error) {
+	if fd := home.fd.Load(); fd > 0 {
+		return int(fd), nil
+	}
+	home.mu.Lock()
+	defer home.mu.Unlock()
+	if fd := home.fd.Load(); fd > 0 {
+		return int(fd), nil
+	}
+	fd, err := unix.Open(threadSelfPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: threadSelfPath, Err: err}
+	}
+	home.fd.Store(int32(fd))
+	return fd, nil
 }

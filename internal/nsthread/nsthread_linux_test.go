@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		return
@@ -28,7 +28,7 @@ func needRoot(t *testing.T) {
 }
 
 // newNamespace makes a namespace by unsharing on a Run thread.
-func newNamespace(t *testing.T) int {
+func newNamespace(t testing.TB) int {
 	t.Helper()
 	fd := -1
 	require.NoError(t, Run(-1, func() error {

@@ -111,6 +111,12 @@ func ParseRun(run *RunResult) (*PackageReport, error) {
 		}
 	}
 	for _, n := range nodes {
+		if n.Action == "" && strings.HasPrefix(n.Name, "Benchmark") && run.Ended && run.ExitCode == 0 {
+			// A benchmark that completes prints its result line but no
+			// "--- PASS"; one that fails prints "--- FAIL" like a test.
+			n.Action = "pass"
+			rep.Count["pass"]++
+		}
 		if n.Action == "" {
 			rep.Count["unfinished"]++
 		}

@@ -1,0 +1,81 @@
+//go:build linux
+
+package nsthread
+
+import (
+	"runtime"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// These measure the parts of Run, to know where a namespaced dial's extra
+// time goes (run them in the VM: `make bench` prints the root package's;
+// VSOCKNS_VM_RUN='^$' VSOCKNS_VM_ARGS=-test.bench=. make vm-test these).
+
+func BenchmarkRunNoop(b *testing.B) {
+	needRoot(b)
+	target := newNamespace(b)
+	for b.Loop() {
+		if err := Run(target, func() error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRunSocket(b *testing.B) {
+	needRoot(b)
+	target := newNamespace(b)
+	for b.Loop() {
+		var fd int
+		if err := Run(target, func() (err error) {
+			fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+		unix.Close(fd)
+	}
+}
+
+func BenchmarkOpenThreadSelf(b *testing.B) {
+	for b.Loop() {
+		fd, err := unix.Open(threadSelfPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		unix.Close(fd)
+	}
+}
+
+func BenchmarkSetnsThereAndBack(b *testing.B) {
+	needRoot(b)
+	target := newNamespace(b)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	home, err := unix.Open(threadSelfPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(home)
+	for b.Loop() {
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			b.Fatal(err)
+		}
+		if err := unix.Setns(home, unix.CLONE_NEWNET); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkGoroutineLockHandoff(b *testing.B) {
+	for b.Loop() {
+		done := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			runtime.UnlockOSThread()
+			close(done)
+		}()
+		<-done
+	}
+}
