@@ -146,6 +146,17 @@ func benchDial(b *testing.B, dial dialFunc, port uint32) {
 func BenchmarkDial(b *testing.B) {
 	floor, others := benchTargets(b)
 	b.Run("floor", func(b *testing.B) { benchDial(b, dialFloor, floor.port) })
+	// Where the rest of the time goes: this package without a namespace
+	// switch, and the floor with the whole benchmark goroutine parked in
+	// the target namespace (the kernel's cost of that namespace).
+	b.Run("vsockns-current", func(b *testing.B) { benchDial(b, dialVsockns(netns.None()), floor.port) })
+	for _, t := range others {
+		b.Run("floor-inside-"+t.name, func(b *testing.B) {
+			runtime.LockOSThread() // this goroutine ends with the benchmark: the thread is discarded
+			require.NoError(b, netns.Set(t.ns))
+			benchDial(b, dialFloor, t.port)
+		})
+	}
 	forVariants(others, func(name string, dial dialFunc, port uint32) {
 		b.Run(name, func(b *testing.B) { benchDial(b, dial, port) })
 	})
