@@ -1,0 +1,186 @@
+//go:build linux
+
+// Package testenv holds the helpers the packages' kernel-dependent tests
+// share: what the environment must provide (and whether the VM harness
+// runs them), namespaces to test in, and checks that no thread was left in
+// a foreign namespace.
+package testenv
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/vsockns/vsockns"
+	"github.com/vsockns/vsockns/internal/nsthread"
+)
+
+// InVM reports whether the VM harness (internal/vm) runs this test binary.
+func InVM() bool { return os.Getenv("VSOCKNS_IN_VM") == "1" }
+
+// RunInVM is how to run a test that skipped for want of its environment.
+const RunInVM = "run `make test` (it boots Linux >= 7.0 and 6.1 under QEMU and runs this test there)"
+
+// NeedVsock skips (outside the VM) or fails (inside) unless the test runs
+// as root with vsock_loopback usable.
+func NeedVsock(t testing.TB) {
+	t.Helper()
+	missing := func(why string) {
+		t.Helper()
+		if InVM() {
+			t.Fatalf("inside the test VM, %s", why)
+		}
+		t.Skipf("%s; %s", why, RunInVM)
+	}
+	if os.Geteuid() != 0 {
+		missing("needs root (network namespaces)")
+	}
+	if _, err := os.Stat("/sys/module/vsock_loopback"); err != nil {
+		missing("needs the vsock_loopback module")
+	}
+}
+
+// NamespacesExpected returns whether the kernel has vsock namespaces. In the
+// VM the harness says what the kernel must have, and Supported must agree,
+// so a broken probe cannot turn every namespace test into a legacy one.
+func NamespacesExpected(t testing.TB) bool {
+	t.Helper()
+	NeedVsock(t)
+	err := vsockns.Supported()
+	if InVM() {
+		want, perr := strconv.ParseBool(os.Getenv("VSOCKNS_EXPECT_NAMESPACES"))
+		require.NoError(t, perr, "VSOCKNS_EXPECT_NAMESPACES from the harness")
+		if want {
+			require.NoError(t, err, "kernel %s must have vsock namespaces", os.Getenv("VSOCKNS_KERNEL_RELEASE"))
+		} else {
+			require.ErrorIs(t, err, vsockns.ErrNotSupported, "kernel %s must not have vsock namespaces", os.Getenv("VSOCKNS_KERNEL_RELEASE"))
+		}
+		return want
+	}
+	return err == nil
+}
+
+// NewNS returns a fresh namespace of mode m, closed at cleanup.
+func NewNS(t testing.TB, m vsockns.Mode) netns.NsHandle {
+	t.Helper()
+	ns, err := vsockns.NewNamespace(m)
+	require.NoError(t, err)
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
+
+// PlainNS returns a fresh namespace made the ordinary way (unshare from a
+// thread of the test's namespace), closed at cleanup. On 6.1 it is what
+// every container gets; on 7.x it is global (the init namespace's
+// child_ns_mode is never written by these tests).
+func PlainNS(t testing.TB) netns.NsHandle {
+	t.Helper()
+	ns := NewPlainNS(t)
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
+
+// NewPlainNS is PlainNS without the cleanup: the caller closes it.
+func NewPlainNS(t testing.TB) netns.NsHandle {
+	t.Helper()
+	fd := -1
+	err := nsthread.Run(-1, func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return err
+		}
+		var err error
+		fd, err = unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		return err
+	})
+	require.NoError(t, err)
+	return netns.NsHandle(fd)
+}
+
+// ClosedHandle is a file descriptor number that is surely not open (it is
+// above any RLIMIT_NOFILE), unlike a closed one, which the next open(2)
+// reuses.
+const ClosedHandle = netns.NsHandle(1 << 30)
+
+// ThreadsOutsideNamespace lists the threads of this process whose network
+// namespace is not the process's (the main thread's) namespace.
+func ThreadsOutsideNamespace(t testing.TB) []string {
+	t.Helper()
+	want, err := os.Readlink("/proc/self/ns/net")
+	require.NoError(t, err)
+	tasks, err := filepath.Glob("/proc/self/task/*/ns/net")
+	require.NoError(t, err)
+	var bad []string
+	for _, p := range tasks {
+		got, err := os.Readlink(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // the thread exited meanwhile
+		}
+		require.NoError(t, err)
+		if got != want {
+			bad = append(bad, p+" -> "+got)
+		}
+	}
+	return bad
+}
+
+// RequireAllThreadsHome fails if any thread of the process is in another
+// network namespace. Threads the runtime is discarding may take a moment to
+// exit, so it waits for that (bounded), polling the condition itself.
+func RequireAllThreadsHome(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		bad := ThreadsOutsideNamespace(t)
+		if len(bad) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("threads left in a foreign network namespace: %v", bad)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// EchoServer accepts connections on l and echoes what it reads, until l is
+// closed. It is stopped at cleanup.
+func EchoServer(t testing.TB, l net.Listener) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+	})
+}
+
+// RoundTrip writes msg on c and reads it back from an echo server.
+func RoundTrip(t testing.TB, c io.ReadWriter, msg string) {
+	t.Helper()
+	_, err := c.Write([]byte(msg))
+	require.NoError(t, err)
+	buf := make([]byte, len(msg))
+	_, err = io.ReadFull(c, buf)
+	require.NoError(t, err)
+	require.Equal(t, msg, string(buf))
+}

@@ -1,0 +1,315 @@
+//go:build linux
+
+package vsocktest
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/vsock"
+)
+
+// bufAlloc is the receive buffer each guest connection advertises.
+const bufAlloc = 256 << 10
+
+type connState int
+
+const (
+	stateConnecting connState = iota
+	stateEstablished
+)
+
+// A Conn is the guest's end of a vsock stream connection.
+type Conn struct {
+	g             *Guest
+	key           connKey
+	local, remote *vsock.Addr
+
+	mu           sync.Mutex
+	state        connState
+	rx           bytes.Buffer
+	fwdCnt       uint32 // bytes the application has read
+	lastFwdSent  uint32 // fwdCnt last advertised to the host
+	txCnt        uint32 // bytes sent
+	peerBufAlloc uint32
+	peerFwdCnt   uint32
+	peerNoSend   bool  // the host will send no more (EOF after rx drains)
+	peerNoRecv   bool  // the host will receive no more
+	noSend       bool  // CloseWrite was called
+	closed       bool  // Close was called
+	err          error // reset or failed
+	changed      chan struct{}
+
+	readDL, writeDL *deadline
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+func newConn(g *Guest, key connKey, st connState) *Conn {
+	return &Conn{
+		g:       g,
+		key:     key,
+		local:   &vsock.Addr{ContextID: g.cfg.CID, Port: key.localPort},
+		remote:  &vsock.Addr{ContextID: hostCID, Port: key.peerPort},
+		state:   st,
+		changed: make(chan struct{}),
+		readDL:  newDeadline(),
+		writeDL: newDeadline(),
+	}
+}
+
+// notify wakes everything waiting on c; c.mu is held.
+func (c *Conn) notify() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// control builds a packet of c without payload; c.mu need not be held for
+// the addresses, and the credit fields are read under it.
+func (c *Conn) control(op uint16, flags uint32) packet {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.packetLocked(op, flags, nil)
+}
+
+func (c *Conn) packetLocked(op uint16, flags uint32, payload []byte) packet {
+	c.lastFwdSent = c.fwdCnt
+	return packet{h: header{
+		srcPort: c.key.localPort, dstPort: c.key.peerPort,
+		op: op, flags: flags, bufAlloc: bufAlloc, fwdCnt: c.fwdCnt,
+	}, payload: payload}
+}
+
+// receive handles a packet from the host for c (RX goroutine).
+func (c *Conn) receive(h header, payload []byte) {
+	c.mu.Lock()
+	c.peerBufAlloc, c.peerFwdCnt = h.bufAlloc, h.fwdCnt
+	var reply *packet
+	forget := false
+	switch h.op {
+	case opResponse:
+		if c.state == stateConnecting {
+			c.state = stateEstablished
+		}
+	case opRW:
+		if c.err == nil && !c.closed {
+			c.rx.Write(payload) // copies: the RX buffer is reused
+		}
+	case opCreditRequest:
+		p := c.packetLocked(opCreditUpdate, 0, nil)
+		reply = &p
+	case opShutdown:
+		c.peerNoRecv = c.peerNoRecv || h.flags&shutdownRcv != 0
+		c.peerNoSend = c.peerNoSend || h.flags&shutdownSend != 0
+		if c.closed && c.peerNoRecv && c.peerNoSend {
+			p := c.packetLocked(opRST, 0, nil)
+			reply, forget = &p, true
+		}
+	case opRST:
+		if c.err == nil {
+			c.err = syscall.ECONNRESET
+		}
+		forget = true
+	}
+	c.notify()
+	c.mu.Unlock()
+	if reply != nil {
+		c.g.send(*reply)
+	}
+	if forget {
+		c.g.forget(c.key)
+	}
+}
+
+// fail ends c with err (guest shut down).
+func (c *Conn) fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.notify()
+	c.mu.Unlock()
+}
+
+func (c *Conn) waitConnected(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		st, err, ch := c.state, c.err, c.changed
+		c.mu.Unlock()
+		switch {
+		case err != nil:
+			return os.NewSyscallError("connect", err)
+		case st == stateEstablished:
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (c *Conn) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "vsock", Source: c.local, Addr: c.remote, Err: err}
+}
+
+// Read reads what the host sent. It returns io.EOF once the host has shut
+// down its sending side and everything it sent has been read.
+func (c *Conn) Read(b []byte) (int, error) {
+	for {
+		c.mu.Lock()
+		switch {
+		case c.closed:
+			c.mu.Unlock()
+			return 0, c.opError("read", net.ErrClosed)
+		case c.readDL.expired():
+			c.mu.Unlock()
+			return 0, c.opError("read", os.ErrDeadlineExceeded)
+		case c.rx.Len() > 0:
+			n, _ := c.rx.Read(b)
+			c.fwdCnt += uint32(n)
+			var update *packet
+			// Tell the host about the space it may use again, before it
+			// runs out of credit.
+			if c.fwdCnt-c.lastFwdSent >= bufAlloc/4 || c.rx.Len() == 0 && c.fwdCnt != c.lastFwdSent {
+				p := c.packetLocked(opCreditUpdate, 0, nil)
+				update = &p
+			}
+			c.mu.Unlock()
+			if update != nil {
+				c.g.send(*update)
+			}
+			return n, nil
+		case len(b) == 0:
+			c.mu.Unlock()
+			return 0, nil
+		case c.err != nil:
+			err := c.err
+			c.mu.Unlock()
+			return 0, c.opError("read", os.NewSyscallError("read", err))
+		case c.peerNoSend:
+			c.mu.Unlock()
+			return 0, io.EOF
+		}
+		ch, dl := c.changed, c.readDL.done()
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-dl:
+		}
+	}
+}
+
+// Write sends b to the host, as fast as the host's advertised credit
+// allows.
+func (c *Conn) Write(b []byte) (int, error) {
+	n := 0
+	for {
+		c.mu.Lock()
+		switch {
+		case c.closed:
+			c.mu.Unlock()
+			return n, c.opError("write", net.ErrClosed)
+		case c.writeDL.expired():
+			c.mu.Unlock()
+			return n, c.opError("write", os.ErrDeadlineExceeded)
+		case c.err != nil:
+			err := c.err
+			c.mu.Unlock()
+			return n, c.opError("write", os.NewSyscallError("write", err))
+		case c.noSend || c.peerNoRecv:
+			c.mu.Unlock()
+			return n, c.opError("write", os.NewSyscallError("write", syscall.EPIPE))
+		case n == len(b):
+			c.mu.Unlock()
+			return n, nil
+		}
+		if credit := c.peerBufAlloc - (c.txCnt - c.peerFwdCnt); int32(credit) > 0 {
+			chunk := min(int(credit), maxPayload, len(b)-n)
+			p := c.packetLocked(opRW, 0, append([]byte(nil), b[n:n+chunk]...))
+			c.txCnt += uint32(chunk)
+			c.mu.Unlock()
+			c.g.send(p)
+			n += chunk
+			continue
+		}
+		ch, dl := c.changed, c.writeDL.done()
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-dl:
+		}
+	}
+}
+
+// Close closes the connection: the host reads EOF, then the connection is
+// reset once the host closes its end too.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return c.opError("close", net.ErrClosed)
+	}
+	c.closed = true
+	var p packet
+	forget := false
+	switch {
+	case c.err != nil:
+		c.notify()
+		c.mu.Unlock()
+		c.g.forget(c.key)
+		return nil
+	case c.peerNoRecv && c.peerNoSend:
+		p, forget = c.packetLocked(opRST, 0, nil), true
+	default:
+		p = c.packetLocked(opShutdown, shutdownRcv|shutdownSend, nil)
+	}
+	c.notify()
+	c.mu.Unlock()
+	c.g.send(p)
+	if forget {
+		c.g.forget(c.key)
+	}
+	return nil
+}
+
+// CloseWrite shuts down the sending side: the host reads EOF.
+func (c *Conn) CloseWrite() error {
+	c.mu.Lock()
+	if c.closed || c.err != nil {
+		c.mu.Unlock()
+		return c.opError("close", net.ErrClosed)
+	}
+	c.noSend = true
+	p := c.packetLocked(opShutdown, shutdownSend, nil)
+	c.notify()
+	c.mu.Unlock()
+	c.g.send(p)
+	return nil
+}
+
+// LocalAddr returns the guest's address, a *vsock.Addr.
+func (c *Conn) LocalAddr() net.Addr { return c.local }
+
+// RemoteAddr returns the host's address, a *vsock.Addr.
+func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+
+// SetDeadline implements net.Conn.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.readDL.set(t)
+	c.writeDL.set(t)
+	return nil
+}
+
+// SetReadDeadline implements net.Conn.
+func (c *Conn) SetReadDeadline(t time.Time) error { c.readDL.set(t); return nil }
+
+// SetWriteDeadline implements net.Conn.
+func (c *Conn) SetWriteDeadline(t time.Time) error { c.writeDL.set(t); return nil }

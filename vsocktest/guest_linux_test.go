@@ -1,0 +1,387 @@
+//go:build linux
+
+package vsocktest_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/vsock"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netns"
+	"go.uber.org/goleak"
+	"golang.org/x/net/nettest"
+
+	"github.com/vsockns/vsockns"
+	"github.com/vsockns/vsockns/internal/testenv"
+	"github.com/vsockns/vsockns/vsocktest"
+)
+
+// TestMain checks that no test leaves a goroutine behind: every Guest's
+// loops end with Close.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+var nextCID struct {
+	sync.Mutex
+	n uint32
+}
+
+// newGuest starts a fake guest in ns with a CID of its own (legacy kernels
+// have one CID pool for everything), closed at cleanup.
+func newGuest(t testing.TB, ns netns.NsHandle, unresponsive bool) *vsocktest.Guest {
+	t.Helper()
+	nextCID.Lock()
+	nextCID.n++
+	cid := 100 + nextCID.n
+	nextCID.Unlock()
+	g, err := vsocktest.NewGuest(vsocktest.Config{Namespace: ns, CID: cid, Unresponsive: unresponsive})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, g.Close()) })
+	return g
+}
+
+func guestEcho(t testing.TB, g *vsocktest.Guest, port uint32) {
+	t.Helper()
+	l, err := g.Listen(port)
+	require.NoError(t, err)
+	testenv.EchoServer(t, l)
+}
+
+// The host-to-guest rows of the kernel's vmtest.sh namespace matrix.
+func TestHostToGuestMatrix(t *testing.T) {
+	withNS := testenv.NamespacesExpected(t)
+	ns := func(m vsockns.Mode) netns.NsHandle {
+		if withNS {
+			return testenv.NewNS(t, m)
+		}
+		return testenv.PlainNS(t)
+	}
+	g1, l1, l2 := ns(vsockns.ModeGlobal), ns(vsockns.ModeLocal), ns(vsockns.ModeLocal)
+	for _, tc := range []struct {
+		name        string
+		host, guest netns.NsHandle
+		ok          bool
+		errno       syscall.Errno
+	}{
+		{"ns_diff_global_host_connect_to_global_vm_ok", netns.None(), g1, true, 0},
+		{"ns_diff_global_host_connect_to_local_vm_fails", netns.None(), l1, false, syscall.ENODEV},
+		{"ns_diff_local_host_connect_to_local_vm_fails", l2, l1, false, syscall.ENODEV},
+		{"ns_same_local_host_connect_to_local_vm_ok", l1, l1, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGuest(t, tc.guest, false)
+			guestEcho(t, g, 1024)
+			c, err := vsockns.Dial(tc.host, g.CID(), 1024)
+			if tc.ok || !withNS {
+				require.NoError(t, err)
+				defer c.Close()
+				testenv.RoundTrip(t, c, "hello guest")
+				return
+			}
+			require.Error(t, err)
+			assert.ErrorIs(t, err, tc.errno)
+		})
+	}
+}
+
+// The guest-to-host rows.
+func TestGuestToHostMatrix(t *testing.T) {
+	withNS := testenv.NamespacesExpected(t)
+	ns := func(m vsockns.Mode) netns.NsHandle {
+		if withNS {
+			return testenv.NewNS(t, m)
+		}
+		return testenv.PlainNS(t)
+	}
+	g1, g2, l1, l2 := ns(vsockns.ModeGlobal), ns(vsockns.ModeGlobal), ns(vsockns.ModeLocal), ns(vsockns.ModeLocal)
+	for i, tc := range []struct {
+		name          string
+		guest, listen netns.NsHandle
+		ok            bool
+	}{
+		{"ns_diff_global_vm_connect_to_global_host_ok", g1, g2, true},
+		{"ns_diff_global_vm_connect_to_local_host_fails", g1, l1, false},
+		{"ns_diff_local_vm_connect_to_local_host_fails", l2, l1, false},
+		{"ns_same_local_vm_connect_to_local_host_ok", l1, l1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			port := uint32(6000 + i) // global namespaces share ports
+			l, err := vsockns.Listen(tc.listen, port)
+			require.NoError(t, err)
+			testenv.EchoServer(t, l)
+			g := newGuest(t, tc.guest, false)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := g.Dial(ctx, port)
+			if tc.ok || !withNS {
+				require.NoError(t, err)
+				defer c.Close()
+				testenv.RoundTrip(t, c, "hello host")
+				assert.Equal(t, &vsock.Addr{ContextID: 2, Port: port}, c.RemoteAddr())
+				return
+			}
+			require.Error(t, err)
+			assert.ErrorIs(t, err, syscall.ECONNRESET)
+		})
+	}
+}
+
+// Connections survive the deletion of the namespaces they were made in.
+// Host and guest are in two global namespaces (so they reach each other);
+// the test drops the last handle of one or both while connected.
+func TestConnectionSurvivesNamespaceDeletion(t *testing.T) {
+	withNS := testenv.NamespacesExpected(t)
+	mk := func() netns.NsHandle {
+		if withNS {
+			ns, err := vsockns.NewNamespace(vsockns.ModeGlobal)
+			require.NoError(t, err)
+			return ns
+		}
+		return testenv.NewPlainNS(t)
+	}
+	for _, tc := range []struct {
+		name                    string
+		deleteHost, deleteGuest bool
+	}{
+		{"ns_delete_vm_ok", false, true},
+		{"ns_delete_host_ok", true, false},
+		{"ns_delete_both_ok", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hostNS, guestNS := mk(), mk()
+			g := newGuest(t, guestNS, false)
+			guestEcho(t, g, 1024)
+			c, err := vsockns.Dial(hostNS, g.CID(), 1024)
+			require.NoError(t, err)
+			defer c.Close()
+			testenv.RoundTrip(t, c, "before")
+			for _, del := range []struct {
+				yes bool
+				ns  netns.NsHandle
+			}{{tc.deleteHost, hostNS}, {tc.deleteGuest, guestNS}} {
+				if del.yes {
+					require.NoError(t, del.ns.Close()) // its last handle: gone for user space
+				}
+			}
+			testenv.RoundTrip(t, c, "after the namespace was deleted")
+			if !tc.deleteHost {
+				hostNS.Close()
+			}
+			if !tc.deleteGuest {
+				guestNS.Close()
+			}
+		})
+	}
+}
+
+// A dial's deadline beyond the kernel's 2-second connect timeout is
+// honoured (the connect ends with the deadline, not with ETIMEDOUT at 2 s);
+// a short one returns on time; with no deadline the kernel's timeout ends
+// it. The guest never answers.
+func TestDialDeadlinesAgainstSilentGuest(t *testing.T) {
+	testenv.NamespacesExpected(t)
+	g := newGuest(t, netns.None(), true)
+	t.Run("longer_than_kernel_default", func(t *testing.T) {
+		t.Parallel()
+		d := vsockns.Dialer{Timeout: 3 * time.Second}
+		start := time.Now()
+		_, err := d.DialVsock(context.Background(), g.CID(), 1024)
+		elapsed := time.Since(start)
+		require.Error(t, err)
+		assert.ErrorIs(t, err, context.DeadlineExceeded, "the caller's deadline ended it, not the kernel's 2 s timeout")
+		assert.False(t, errors.Is(err, syscall.ETIMEDOUT))
+		var ne net.Error
+		require.ErrorAs(t, err, &ne)
+		assert.True(t, ne.Timeout())
+		assert.GreaterOrEqual(t, elapsed, 3*time.Second)
+	})
+	t.Run("short", func(t *testing.T) {
+		t.Parallel()
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err := vsockns.DialContext(ctx, netns.None(), g.CID(), 1025)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	})
+	t.Run("cancelled", func(t *testing.T) {
+		t.Parallel()
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(200*time.Millisecond, cancel)
+		_, err := vsockns.DialContext(ctx, netns.None(), g.CID(), 1026)
+		assert.ErrorIs(t, err, context.Canceled)
+	})
+	t.Run("kernel_default", func(t *testing.T) {
+		t.Parallel()
+		_, err := vsockns.Dial(netns.None(), g.CID(), 1027)
+		assert.ErrorIs(t, err, syscall.ETIMEDOUT)
+	})
+}
+
+// Dials blocked in connect hold no OS thread and leave none in the target
+// namespace: checked while they wait.
+func TestBlockedDialsHoldNoThread(t *testing.T) {
+	withNS := testenv.NamespacesExpected(t)
+	ns := testenv.PlainNS(t)
+	if withNS {
+		ns = testenv.NewNS(t, vsockns.ModeLocal)
+	}
+	g := newGuest(t, ns, true)
+	threads := func() int {
+		e, err := os.ReadDir("/proc/self/task")
+		require.NoError(t, err)
+		return len(e)
+	}
+	before := threads()
+	const n = 64
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+			defer cancel()
+			_, err := vsockns.DialContext(ctx, ns, g.CID(), uint32(2000+i))
+			assert.ErrorIs(t, err, context.DeadlineExceeded)
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	most := before
+	for waiting := true; waiting; {
+		select {
+		case <-done:
+			waiting = false
+		case <-time.After(20 * time.Millisecond):
+		}
+		assert.Empty(t, testenv.ThreadsOutsideNamespace(t), "a thread is in the target namespace while dials wait")
+		most = max(most, threads())
+	}
+	t.Logf("OS threads: %d before, at most %d while %d dials waited", before, most, n)
+	assert.LessOrEqual(t, most, before+8, "blocked dials must not each hold a thread")
+}
+
+// nettest's conformance suite on host-guest pairs, both ways round.
+func TestNettestHostGuest(t *testing.T) {
+	testenv.NamespacesExpected(t)
+	g := newGuest(t, netns.None(), false)
+	var port uint32 = 3000
+	var mu sync.Mutex
+	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
+		mu.Lock()
+		port++
+		p := port
+		mu.Unlock()
+		l, err := g.Listen(p)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		defer l.Close()
+		hc, err := vsockns.Dial(netns.None(), g.CID(), p)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		gc, err := l.Accept()
+		if err != nil {
+			hc.Close()
+			return nil, nil, nil, err
+		}
+		return hc, gc, func() { hc.Close(); gc.Close() }, nil
+	})
+}
+
+// 64 MiB each way, at the same time, checksummed.
+func TestBulkDataIntegrity(t *testing.T) {
+	withNS := testenv.NamespacesExpected(t)
+	ns := testenv.PlainNS(t)
+	if withNS {
+		ns = testenv.NewNS(t, vsockns.ModeLocal)
+	}
+	g := newGuest(t, ns, false)
+	l, err := g.Listen(4000)
+	require.NoError(t, err)
+	defer l.Close()
+	hc, err := vsockns.Dial(ns, g.CID(), 4000)
+	require.NoError(t, err)
+	defer hc.Close()
+	gcn, err := l.Accept()
+	require.NoError(t, err)
+	gc := gcn.(*vsocktest.Conn)
+	defer gc.Close()
+
+	const size = 64 << 20
+	send := func(w interface {
+		io.Writer
+		CloseWrite() error
+	}, seed uint64) ([32]byte, error) {
+		h := sha256.New()
+		rng := rand.New(rand.NewPCG(seed, seed))
+		buf := make([]byte, 61<<10) // not a multiple of any packet size
+		for sent := 0; sent < size; {
+			n := min(len(buf), size-sent)
+			for i := range n {
+				buf[i] = byte(rng.Uint32())
+			}
+			h.Write(buf[:n])
+			if _, err := w.Write(buf[:n]); err != nil {
+				return [32]byte{}, err
+			}
+			sent += n
+		}
+		return [32]byte(h.Sum(nil)), w.CloseWrite()
+	}
+	recv := func(r io.Reader) ([32]byte, int64, error) {
+		h := sha256.New()
+		n, err := io.Copy(h, r)
+		return [32]byte(h.Sum(nil)), n, err
+	}
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	var wg sync.WaitGroup
+	var hostSent, guestSent result
+	var hostGot, guestGot result
+	wg.Go(func() { hostSent.sum, hostSent.err = send(hc, 1) })
+	wg.Go(func() { guestSent.sum, guestSent.err = send(gc, 2) })
+	wg.Go(func() { hostGot.sum, hostGot.n, hostGot.err = recv(hc) })
+	wg.Go(func() { guestGot.sum, guestGot.n, guestGot.err = recv(gc) })
+	wg.Wait()
+	for _, r := range []result{hostSent, guestSent, hostGot, guestGot} {
+		require.NoError(t, r.err)
+	}
+	assert.Equal(t, int64(size), guestGot.n)
+	assert.Equal(t, int64(size), hostGot.n)
+	assert.Equal(t, hostSent.sum, guestGot.sum, "host to guest")
+	assert.Equal(t, guestSent.sum, hostGot.sum, "guest to host")
+}
+
+func TestGuestConfigErrors(t *testing.T) {
+	testenv.NamespacesExpected(t)
+	for _, cid := range []uint32{0, 1, 2, ^uint32(0)} {
+		_, err := vsocktest.NewGuest(vsocktest.Config{CID: cid})
+		assert.Error(t, err, "CID %d", cid)
+	}
+	g := newGuest(t, netns.None(), false)
+	_, err := g.Listen(1)
+	require.NoError(t, err)
+	_, err = g.Listen(1)
+	assert.ErrorIs(t, err, syscall.EADDRINUSE)
+	_, err = vsocktest.NewGuest(vsocktest.Config{CID: g.CID()})
+	assert.ErrorIs(t, err, vsockns.ErrCIDInUse)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = g.Dial(ctx, 1) // nobody listens on the host
+	assert.ErrorIs(t, err, syscall.ECONNRESET)
+	_, err = vsocktest.NewGuest(vsocktest.Config{Namespace: testenv.ClosedHandle, CID: 4000})
+	assert.ErrorIs(t, err, syscall.EBADF)
+}
