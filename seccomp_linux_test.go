@@ -5,8 +5,8 @@ package vsockns_test
 import (
 	"errors"
 	"fmt"
-	"os"
 	"net"
+	"os"
 	"os/exec"
 	"syscall"
 	"testing"

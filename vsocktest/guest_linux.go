@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/mdlayher/vsock"
@@ -55,6 +56,8 @@ type Guest struct {
 	queue    []packet
 	txFree   []uint16
 	sendWake chan struct{}
+
+	requests atomic.Int64 // connection requests received from the host
 
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -108,6 +111,11 @@ func NewGuest(cfg Config) (*Guest, error) {
 
 // CID returns the guest's context ID.
 func (g *Guest) CID() uint32 { return g.cfg.CID }
+
+// Requests returns how many connection requests the guest has received
+// from the host, answered or not: a test can wait for a host's connects to
+// be in flight (with Unresponsive, they stay so).
+func (g *Guest) Requests() int { return int(g.requests.Load()) }
 
 // Close stops the device, resets every connection and listener, and
 // releases the device, its eventfds and memory. It waits for the guest's
@@ -261,6 +269,7 @@ func (g *Guest) handle(h header, payload []byte) {
 	g.mu.Lock()
 	c := g.conns[key]
 	if h.op == opRequest {
+		g.requests.Add(1)
 		if g.cfg.Unresponsive {
 			g.mu.Unlock()
 			return

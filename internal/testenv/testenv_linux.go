@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,12 +111,21 @@ func NewPlainNS(t testing.TB) netns.NsHandle {
 // reuses.
 const ClosedHandle = netns.NsHandle(1 << 30)
 
+// home is the network namespace the test process started in, read while
+// package initialisation runs on the main thread, before any test can move
+// a thread.
+var home = func() string {
+	s, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	return s
+}()
+
 // ThreadsOutsideNamespace lists the threads of this process whose network
-// namespace is not the process's (the main thread's) namespace.
+// namespace is not the one the process started in.
 func ThreadsOutsideNamespace(t testing.TB) []string {
 	t.Helper()
-	want, err := os.Readlink("/proc/self/ns/net")
-	require.NoError(t, err)
 	tasks, err := filepath.Glob("/proc/self/task/*/ns/net")
 	require.NoError(t, err)
 	var bad []string
@@ -125,8 +135,8 @@ func ThreadsOutsideNamespace(t testing.TB) []string {
 			continue // the thread exited meanwhile
 		}
 		require.NoError(t, err)
-		if got != want {
-			bad = append(bad, p+" -> "+got)
+		if got != home {
+			bad = append(bad, p+" -> "+got+" (home "+home+")")
 		}
 	}
 	return bad
@@ -151,26 +161,41 @@ func RequireAllThreadsHome(t testing.TB) {
 }
 
 // EchoServer accepts connections on l and echoes what it reads, until l is
-// closed. It is stopped at cleanup.
+// closed. At cleanup it closes l and every connection it accepted, and
+// waits for its goroutines, so nothing of it outlives the test.
 func EchoServer(t testing.TB, l net.Listener) {
 	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns = map[net.Conn]bool{}
+	)
+	wg.Go(func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Go(func() {
 				_, _ = io.Copy(c, c)
-			}()
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+				c.Close()
+			})
 		}
-	}()
+	})
 	t.Cleanup(func() {
 		l.Close()
-		<-done
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -67,9 +68,20 @@ func TestVM(t *testing.T) {
 		cmds = append(cmds, p)
 	}
 
-	var summary []string
+	// The kernels boot side by side (each VM is one host thread under
+	// TCG); the summary is logged once all are done.
+	var (
+		summaryMu sync.Mutex
+		summary   []string
+	)
+	t.Cleanup(func() {
+		for _, s := range summary {
+			t.Log("summary: " + s)
+		}
+	})
 	for _, k := range kernels {
 		t.Run(k.Release, func(t *testing.T) {
+			t.Parallel()
 			kenv := append([]string{"VSOCKNS_CLI=/bin/vsockns"}, "VSOCKNS_IN_VM=1", "VSOCKNS_KERNEL_RELEASE="+k.Release,
 				fmt.Sprintf("VSOCKNS_EXPECT_NAMESPACES=%t", k.HasVsockNamespaces()))
 			res := boot(t, Config{Kernel: k, Init: init, Binaries: bins, Commands: cmds, Env: kenv, WorkDir: work})
@@ -96,12 +108,11 @@ func TestVM(t *testing.T) {
 			}
 			line := fmt.Sprintf("%s (guest uname %s): %d guest tests passed, %d failed, in %s",
 				k.Release, res.Uname, passed, failed, res.Elapsed.Round(100e6))
+			summaryMu.Lock()
 			summary = append(summary, line)
+			summaryMu.Unlock()
 			t.Log(line)
 		})
-	}
-	for _, s := range summary {
-		t.Log("summary: " + s)
 	}
 }
 
