@@ -10,11 +10,12 @@ import (
 	"testing"
 
 	"github.com/vsockns/vsockns"
+	"github.com/vsockns/vsockns/internal/testenv"
 )
 
-// TestMain keeps the main goroutine on the main thread, so that the main
-// thread's namespace (/proc/self/ns/net) is a fixed reference for the
-// "every thread is home" checks.
+// TestMain keeps the main goroutine on the main thread, so that no test can
+// strand the main thread in another namespace (the runtime cannot discard
+// it as it does other stranded threads).
 //
 // The runnable examples need root, vsock_loopback and vsock namespaces.
 // Where those are missing they are left out, saying why; in the VM on a
@@ -24,7 +25,7 @@ func TestMain(m *testing.M) {
 	flag.Parse()
 	if why := examplesCannotRun(); why != "" {
 		fmt.Fprintf(os.Stderr, "vsockns: runnable examples not run: %s\n", why)
-		_ = flag.Set("test.skip", "^Example")
+		testenv.SkipExamples()
 	}
 	os.Exit(m.Run())
 }
@@ -45,3 +46,4 @@ func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
 }
+

@@ -4,6 +4,7 @@ package vsockns_test
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -300,4 +301,41 @@ func TestNamespaceFromPID(t *testing.T) {
 	assert.ErrorIs(t, err, syscall.ESRCH, "the pidfd's process is gone")
 	_, err = vsockns.NamespaceFromPID(-1)
 	assert.ErrorIs(t, err, syscall.ESRCH)
+}
+
+var initNS = flag.Bool("vsockns.init-ns", false, "run TestInitNamespaceChildModeUnwritten, which writes the init namespace's child_ns_mode (the VM harness does, as its last step)")
+
+// The init namespace's child_ns_mode is still unwritten after everything
+// the suite did in this boot (NewNamespace calls of both modes among it,
+// from this very namespace): writing "local" succeeds, where a "global"
+// written by anything would make it fail with EBUSY. The VM harness runs
+// this last, in a process of its own, because the write changes the mode
+// of every namespace created afterwards; the "local" half is checked by
+// TestNewNamespaceLeavesCallerChildModeUnwritten.
+func TestInitNamespaceChildModeUnwritten(t *testing.T) {
+	if !*initNS {
+		t.Skip("writes the init namespace's child_ns_mode; the VM harness runs it last, with -vsockns.init-ns")
+	}
+	withNS := namespacesExpected(t)
+	self, err := netns.Get()
+	require.NoError(t, err)
+	defer self.Close()
+	init, err := netns.GetFromPath("/proc/1/ns/net")
+	require.NoError(t, err)
+	defer init.Close()
+	require.True(t, self.Equal(init), "must run in the init namespace")
+
+	if !withNS {
+		assert.ErrorIs(t, vsockns.SetChildMode(netns.None(), vsockns.ModeLocal), vsockns.ErrNotSupported)
+		return
+	}
+	for _, m := range []vsockns.Mode{vsockns.ModeGlobal, vsockns.ModeLocal, vsockns.ModeGlobal} {
+		ns, err := vsockns.NewNamespace(m)
+		require.NoError(t, err)
+		ns.Close()
+	}
+	require.NoError(t, vsockns.SetChildMode(netns.None(), vsockns.ModeLocal), "the init namespace's child_ns_mode had been written")
+	m, err := vsockns.NamespaceMode(plainNS(t))
+	require.NoError(t, err)
+	assert.Equal(t, vsockns.ModeLocal, m, "namespaces created now are local")
 }

@@ -87,12 +87,13 @@ func TestSetGuestCIDReserved(t *testing.T) {
 	}
 }
 
-// A claimed CID is known only in its device's namespace. Without a guest
-// driving the device (see the vsocktest work) the connect cannot complete,
-// but where it fails tells the namespaces apart: in the device's own local
-// namespace the CID exists and the device is not running (EHOSTUNREACH);
-// from any other namespace no transport knows the CID (ENODEV). Not
-// covered here: data to and from a guest, and a guest dialing the host.
+// A claimed CID is known only in its device's namespace. With no guest
+// driving the device the connect cannot complete, but where it fails tells
+// the namespaces apart: in the device's own local namespace the CID exists
+// and the device is not running (EHOSTUNREACH); from any other namespace
+// no transport knows the CID (ENODEV). Data to and from a running guest,
+// and a guest dialing host listeners in its own and other namespaces, are
+// tested with a fake guest in package vsocktest.
 func TestGuestCIDReachIsPerNamespace(t *testing.T) {
 	withNS := namespacesExpected(t)
 	const cid = 77

@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 	flag.Parse()
 	if _, err := os.Stat(vsockns.VhostDevice); err != nil || os.Geteuid() != 0 {
 		fmt.Fprintf(os.Stderr, "vsocktest: runnable example not run: it needs root and %s; %s\n", vsockns.VhostDevice, testenv.RunInVM)
-		_ = flag.Set("test.skip", "^Example")
+		testenv.SkipExamples()
 	}
 	goleak.VerifyTestMain(m)
 }
@@ -389,3 +389,4 @@ func TestGuestConfigErrors(t *testing.T) {
 	_, err = vsocktest.NewGuest(vsocktest.Config{Namespace: testenv.ClosedHandle, CID: 4000})
 	assert.ErrorIs(t, err, syscall.EBADF)
 }
+

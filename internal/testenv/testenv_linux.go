@@ -8,6 +8,7 @@ package testenv
 
 import (
 	"errors"
+	"flag"
 	"io"
 	"net"
 	"os"
@@ -208,4 +209,15 @@ func RoundTrip(t testing.TB, c io.ReadWriter, msg string) {
 	_, err = io.ReadFull(c, buf)
 	require.NoError(t, err)
 	require.Equal(t, msg, string(buf))
+}
+
+// SkipExamples adds the runnable examples to -test.skip (keeping what the
+// command line already skips), for a TestMain that found their
+// environment missing. Call it after flag.Parse.
+func SkipExamples() {
+	skip := "^Example"
+	if cur := flag.Lookup("test.skip").Value.String(); cur != "" {
+		skip = cur + "|" + skip
+	}
+	_ = flag.Set("test.skip", skip)
 }

@@ -43,7 +43,7 @@ func TestDemo(t *testing.T) {
 	var where string
 	if why := nativeUnsupported(); why == "" {
 		where = "natively on this machine's kernel"
-		runs = runNative(t, bins)
+		runs = runNative(t, bins, nil)
 	} else {
 		kernels, _ := requireVM(t)
 		k := kernels[0]
@@ -115,13 +115,16 @@ func nativeUnsupported() string {
 	return ""
 }
 
-// runNative runs the binaries directly, as the guest's /init would.
-func runNative(t *testing.T, bins []Binary) []*RunResult {
+// runNative runs the binaries directly, as the guest's /init would, with
+// env added to the environment.
+func runNative(t *testing.T, bins []Binary, env []string) []*RunResult {
 	t.Helper()
 	var runs []*RunResult
 	for _, b := range bins {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		cmd := exec.CommandContext(ctx, b.Path, b.Args...)
+		cmd.Env = append(os.Environ(), env...)
+		cmd.Dir = os.TempDir()
 		out, err := cmd.CombinedOutput()
 		cancel()
 		r := &RunResult{Name: b.Name, Output: out, Ended: true}

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestVM builds every package's tests statically, boots each test kernel
@@ -46,7 +49,10 @@ func TestVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"-test.v=test2json", "-test.count=1", "-test.timeout=5m"}
+	// lastTest writes the init namespace's child_ns_mode: it is kept out of
+	// the main run and runs alone at the end of each boot.
+	const lastTest = "TestInitNamespaceChildModeUnwritten"
+	args := []string{"-test.v=test2json", "-test.count=1", "-test.timeout=5m", "-test.skip=^" + lastTest + "$"}
 	if r := os.Getenv("VSOCKNS_VM_RUN"); r != "" {
 		args = append(args, "-test.run="+r)
 	}
@@ -54,6 +60,12 @@ func TestVM(t *testing.T) {
 	bins, err := BuildTests(root, work, pkgs, args)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, b := range bins {
+		if b.Name == modulePath {
+			bins = append(bins, Binary{Name: b.Name + "/init-namespace-last", Path: b.Path,
+				Args: []string{"-test.v=test2json", "-test.run=^" + lastTest + "$", "-vsockns.init-ns"}})
+		}
 	}
 	// Commands the guest tests run as real binaries, at /bin/<name>.
 	var cmds []string
@@ -79,41 +91,69 @@ func TestVM(t *testing.T) {
 			t.Log("summary: " + s)
 		}
 	})
+	record := func(t *testing.T, name, uname string, runs []*RunResult, elapsed time.Duration) {
+		passed, failed := reportRuns(t, runs)
+		line := fmt.Sprintf("%s (uname %s): %d guest tests passed, %d failed, in %s",
+			name, uname, passed, failed, elapsed.Round(100*time.Millisecond))
+		summaryMu.Lock()
+		summary = append(summary, line)
+		summaryMu.Unlock()
+		t.Log(line)
+	}
 	for _, k := range kernels {
 		t.Run(k.Release, func(t *testing.T) {
 			t.Parallel()
-			kenv := append([]string{"VSOCKNS_CLI=/bin/vsockns"}, "VSOCKNS_IN_VM=1", "VSOCKNS_KERNEL_RELEASE="+k.Release,
-				fmt.Sprintf("VSOCKNS_EXPECT_NAMESPACES=%t", k.HasVsockNamespaces()))
-			res := boot(t, Config{Kernel: k, Init: init, Binaries: bins, Commands: cmds, Env: kenv, WorkDir: work})
-			passed, failed := 0, 0
-			for _, run := range res.Runs {
-				rep, err := ParseRun(run)
-				if err != nil {
-					t.Errorf("%s: %v", run.Name, err)
-					continue
-				}
-				t.Run(shortPackage(run.Name), func(t *testing.T) {
-					if p := rep.Problem(); p != "" {
-						t.Errorf("guest binary %s %s", run.Name, p)
-					}
-					if len(rep.Tests) == 0 && os.Getenv("VSOCKNS_VM_RUN") == "" {
-						t.Errorf("guest binary %s ran no tests", run.Name)
-					}
-					for _, n := range rep.Tests {
-						replay(t, n)
-					}
-				})
-				passed += rep.Count["pass"]
-				failed += rep.Count["fail"] + rep.Count["skip"] + rep.Count["unfinished"]
-			}
-			line := fmt.Sprintf("%s (guest uname %s): %d guest tests passed, %d failed, in %s",
-				k.Release, res.Uname, passed, failed, res.Elapsed.Round(100e6))
-			summaryMu.Lock()
-			summary = append(summary, line)
-			summaryMu.Unlock()
-			t.Log(line)
+			env := []string{"VSOCKNS_CLI=/bin/vsockns", "VSOCKNS_IN_VM=1", "VSOCKNS_KERNEL_RELEASE=" + k.Release,
+				fmt.Sprintf("VSOCKNS_EXPECT_NAMESPACES=%t", k.HasVsockNamespaces())}
+			res := boot(t, Config{Kernel: k, Init: init, Binaries: bins, Commands: cmds, Env: env, WorkDir: work})
+			record(t, k.Release, res.Uname, res.Runs, res.Elapsed)
 		})
 	}
+	// Where this machine's own kernel has what the suite needs, it runs
+	// here too, as root, with the same strictness as in a VM.
+	if why := nativeUnsupported(); why != "" {
+		t.Logf("not run natively: %s", why)
+		return
+	}
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		t.Fatal(err)
+	}
+	release := unix.ByteSliceToString(uts.Release[:])
+	t.Run("native-"+release, func(t *testing.T) {
+		env := []string{"VSOCKNS_IN_VM=1", "VSOCKNS_KERNEL_RELEASE=" + release, "VSOCKNS_EXPECT_NAMESPACES=true"}
+		if len(cmds) > 0 {
+			env = append(env, "VSOCKNS_CLI="+cmds[0])
+		}
+		start := time.Now()
+		record(t, "native "+release, release, runNative(t, bins, env), time.Since(start))
+	})
+}
+
+// reportRuns replays each run's tests as subtests of t and counts them.
+func reportRuns(t *testing.T, runs []*RunResult) (passed, failed int) {
+	t.Helper()
+	for _, run := range runs {
+		rep, err := ParseRun(run)
+		if err != nil {
+			t.Errorf("%s: %v", run.Name, err)
+			continue
+		}
+		t.Run(shortPackage(run.Name), func(t *testing.T) {
+			if p := rep.Problem(); p != "" {
+				t.Errorf("guest binary %s %s", run.Name, p)
+			}
+			if len(rep.Tests) == 0 && os.Getenv("VSOCKNS_VM_RUN") == "" {
+				t.Errorf("guest binary %s ran no tests", run.Name)
+			}
+			for _, n := range rep.Tests {
+				replay(t, n)
+			}
+		})
+		passed += rep.Count["pass"]
+		failed += rep.Count["fail"] + rep.Count["skip"] + rep.Count["unfinished"]
+	}
+	return passed, failed
 }
 
 // boot runs one VM and fails t if the guest as a whole went wrong.
@@ -157,8 +197,11 @@ func replay(t *testing.T, n *TestNode) {
 // guestCommands are main packages built into every guest's /bin.
 var guestCommands = []string{"./cmd/vsockns"}
 
+// modulePath is the root package's import path.
+const modulePath = "github.com/vsockns/vsockns"
+
 func shortPackage(importPath string) string {
-	rel := strings.TrimPrefix(importPath, "github.com/vsockns/vsockns")
+	rel := strings.TrimPrefix(importPath, modulePath)
 	rel = strings.TrimPrefix(rel, "/")
 	if rel == "" {
 		return "vsockns"
