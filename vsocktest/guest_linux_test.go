@@ -389,4 +389,3 @@ func TestGuestConfigErrors(t *testing.T) {
 	_, err = vsocktest.NewGuest(vsocktest.Config{Namespace: testenv.ClosedHandle, CID: 4000})
 	assert.ErrorIs(t, err, syscall.EBADF)
 }
-
