@@ -2,6 +2,7 @@ package vsockns_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"testing"
 
@@ -87,4 +88,26 @@ func TestModeFunctionsRejectInvalidMode(t *testing.T) {
 	_, err = vsockns.NewNamedNamespace("x", 7)
 	assert.ErrorAs(t, err, &me)
 	assert.ErrorAs(t, vsockns.SetChildMode(0, 0), &me)
+}
+
+// ParseAddr never panics, and what it accepts prints (through
+// *vsock.Addr's String) to something it parses back to the same address.
+func FuzzParseAddr(f *testing.F) {
+	for _, s := range []string{"3:1024", "vsock://host:22", ":80", "vm(42):1", "local(1):2", "x", "", "((:", "4294967295:4294967295"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := vsockns.ParseAddr(s)
+		if err != nil {
+			var ae *vsockns.AddrError
+			if !errors.As(err, &ae) {
+				t.Fatalf("ParseAddr(%q): untyped error %v", s, err)
+			}
+			return
+		}
+		b, err := vsockns.ParseAddr(a.String())
+		if err != nil || *a != *b {
+			t.Fatalf("ParseAddr(%q) = %v, which parses back to %v, %v", s, a, b, err)
+		}
+	})
 }

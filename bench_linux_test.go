@@ -160,6 +160,8 @@ func BenchmarkDial(b *testing.B) {
 	forVariants(others, func(name string, dial dialFunc, port uint32) {
 		b.Run(name, func(b *testing.B) { benchDial(b, dial, port) })
 	})
+	// The floor again, last: how far the (emulated) machine drifted.
+	b.Run("floor-again", func(b *testing.B) { benchDial(b, dialFloor, floor.port) })
 }
 
 // forVariants calls f for every namespaced dialer and target, this
@@ -208,6 +210,7 @@ func BenchmarkDialParallel(b *testing.B) {
 	forVariants(others, func(name string, dial dialFunc, port uint32) {
 		b.Run(name, func(b *testing.B) { run(b, dial, port) })
 	})
+	b.Run("floor-again", func(b *testing.B) { run(b, dialFloor, floor.port) })
 }
 
 // BenchmarkThroughput: 64 KiB writes over an established connection.
@@ -311,10 +314,7 @@ type acceptor interface {
 // kernel without vsock namespaces: getting ErrNotSupported back).
 func BenchmarkNamespaceMode(b *testing.B) {
 	withNS := namespacesExpected(b)
-	ns := plainNS(b)
-	if withNS {
-		ns = newNS(b, vsockns.ModeLocal)
-	}
+	ns := nsOfMode(b, vsockns.ModeLocal)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := vsockns.NamespaceMode(ns); (err == nil) != withNS {

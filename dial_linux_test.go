@@ -137,11 +137,7 @@ func TestConnOutlivesNamespaceHandles(t *testing.T) {
 // once: a burst of concurrent dials into another namespace does not
 // multiply the process's OS threads, and leaves none abroad.
 func TestDialDoesNotHoldThreads(t *testing.T) {
-	withNS := namespacesExpected(t)
-	ns := plainNS(t)
-	if withNS {
-		ns = newNS(t, vsockns.ModeGlobal)
-	}
+	ns := nsOfMode(t, vsockns.ModeGlobal)
 	l, err := vsockns.Listen(ns, 0)
 	require.NoError(t, err)
 	echoServer(t, l)
@@ -380,11 +376,7 @@ func TestListenerAcceptContext(t *testing.T) {
 
 // The net-style entry points, the way http.Transport and gRPC use them.
 func TestDialerAndListenConfigStrings(t *testing.T) {
-	withNS := namespacesExpected(t)
-	ns := plainNS(t)
-	if withNS {
-		ns = newNS(t, vsockns.ModeLocal)
-	}
+	ns := nsOfMode(t, vsockns.ModeLocal)
 	lc := vsockns.ListenConfig{Namespace: ns, Backlog: 16}
 	ln, err := lc.Listen(context.Background(), "vsock", ":0")
 	require.NoError(t, err)
@@ -409,12 +401,9 @@ func TestDialerAndListenConfigStrings(t *testing.T) {
 // nettest's conformance suite on a pair of connections made in a local
 // namespace (an ordinary namespace on legacy kernels).
 func TestNettestConn(t *testing.T) {
-	withNS := namespacesExpected(t)
+	namespacesExpected(t)
 	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
-		ns := plainNS(t)
-		if withNS {
-			ns = newNS(t, vsockns.ModeLocal)
-		}
+		ns := nsOfMode(t, vsockns.ModeLocal)
 		l, err := vsockns.Listen(ns, 0)
 		if err != nil {
 			return nil, nil, nil, err

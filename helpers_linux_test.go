@@ -12,6 +12,7 @@ var (
 	needVsock               = testenv.NeedVsock
 	namespacesExpected      = testenv.NamespacesExpected
 	newNS                   = testenv.NewNS
+	nsOfMode                = testenv.NSOfMode
 	plainNS                 = testenv.PlainNS
 	newPlainNS              = testenv.NewPlainNS
 	requireAllThreadsHome   = testenv.RequireAllThreadsHome

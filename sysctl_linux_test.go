@@ -19,6 +19,7 @@ import (
 
 	"github.com/vsockns/vsockns"
 	"github.com/vsockns/vsockns/internal/nsthread"
+	"github.com/vsockns/vsockns/internal/testenv"
 )
 
 func TestInitNamespaceIsGlobal(t *testing.T) {
@@ -260,18 +261,9 @@ func TestNamedNamespace(t *testing.T) {
 // A namespace found by PID: a child process in a namespace of its own, as a
 // container's process would be.
 func TestNamespaceFromPID(t *testing.T) {
+	testenv.HoldIfAsked()
 	namespacesExpected(t)
-	if os.Getenv("VSOCKNS_HELPER") == "wait" {
-		_, _ = os.Stdin.Read(make([]byte, 1))
-		os.Exit(0)
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestNamespaceFromPID$")
-	cmd.Env = append(os.Environ(), "VSOCKNS_HELPER=wait")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	stdin, err := cmd.StdinPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	pid := cmd.Process.Pid
+	pid := testenv.StartHolder(t, "TestNamespaceFromPID")
 
 	ns, err := vsockns.NamespaceFromPID(pid)
 	require.NoError(t, err)
@@ -293,8 +285,7 @@ func TestNamespaceFromPID(t *testing.T) {
 	defer ns2.Close()
 	assert.True(t, ns2.Equal(want))
 
-	stdin.Close()
-	require.NoError(t, cmd.Wait())
+	testenv.StopHolder(t, pid)
 	_, err = vsockns.NamespaceFromPID(pid)
 	assert.ErrorIs(t, err, syscall.ESRCH, "the process is gone")
 	_, err = vsockns.NamespaceFromPidfd(pidfd)

@@ -70,12 +70,7 @@ func guestEcho(t testing.TB, g *vsocktest.Guest, port uint32) {
 // The host-to-guest rows of the kernel's vmtest.sh namespace matrix.
 func TestHostToGuestMatrix(t *testing.T) {
 	withNS := testenv.NamespacesExpected(t)
-	ns := func(m vsockns.Mode) netns.NsHandle {
-		if withNS {
-			return testenv.NewNS(t, m)
-		}
-		return testenv.PlainNS(t)
-	}
+	ns := func(m vsockns.Mode) netns.NsHandle { return testenv.NSOfMode(t, m) }
 	g1, l1, l2 := ns(vsockns.ModeGlobal), ns(vsockns.ModeLocal), ns(vsockns.ModeLocal)
 	for _, tc := range []struct {
 		name        string
@@ -107,12 +102,7 @@ func TestHostToGuestMatrix(t *testing.T) {
 // The guest-to-host rows.
 func TestGuestToHostMatrix(t *testing.T) {
 	withNS := testenv.NamespacesExpected(t)
-	ns := func(m vsockns.Mode) netns.NsHandle {
-		if withNS {
-			return testenv.NewNS(t, m)
-		}
-		return testenv.PlainNS(t)
-	}
+	ns := func(m vsockns.Mode) netns.NsHandle { return testenv.NSOfMode(t, m) }
 	g1, g2, l1, l2 := ns(vsockns.ModeGlobal), ns(vsockns.ModeGlobal), ns(vsockns.ModeLocal), ns(vsockns.ModeLocal)
 	for i, tc := range []struct {
 		name          string
@@ -239,11 +229,7 @@ func TestDialDeadlinesAgainstSilentGuest(t *testing.T) {
 // Dials blocked in connect hold no OS thread and leave none in the target
 // namespace: checked while they wait.
 func TestBlockedDialsHoldNoThread(t *testing.T) {
-	withNS := testenv.NamespacesExpected(t)
-	ns := testenv.PlainNS(t)
-	if withNS {
-		ns = testenv.NewNS(t, vsockns.ModeLocal)
-	}
+	ns := testenv.NSOfMode(t, vsockns.ModeLocal)
 	g := newGuest(t, ns, true)
 	threads := func() int {
 		e, err := os.ReadDir("/proc/self/task")
@@ -304,11 +290,7 @@ func TestNettestHostGuest(t *testing.T) {
 
 // 64 MiB each way, at the same time, checksummed.
 func TestBulkDataIntegrity(t *testing.T) {
-	withNS := testenv.NamespacesExpected(t)
-	ns := testenv.PlainNS(t)
-	if withNS {
-		ns = testenv.NewNS(t, vsockns.ModeLocal)
-	}
+	ns := testenv.NSOfMode(t, vsockns.ModeLocal)
 	g := newGuest(t, ns, false)
 	l, err := g.Listen(4000)
 	require.NoError(t, err)

@@ -13,13 +13,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vsockns/vsockns"
+	"github.com/vsockns/vsockns/internal/testenv"
 )
 
 // These tests run the real binary: the VM harness builds it into the
@@ -277,20 +277,9 @@ func TestCLIDialListen(t *testing.T) {
 }
 
 func TestCLIKeepOpenAndPID(t *testing.T) {
+	testenv.HoldIfAsked()
 	cliPath(t)
-	if os.Getenv("VSOCKNS_CLI_HELPER") == "wait" {
-		_, _ = os.Stdin.Read(make([]byte, 1))
-		os.Exit(0)
-	}
-	// A process in a namespace of its own, like a container's.
-	holder := exec.Command(os.Args[0], "-test.run=^TestCLIKeepOpenAndPID$")
-	holder.Env = append(os.Environ(), "VSOCKNS_CLI_HELPER=wait")
-	holder.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	stdin, err := holder.StdinPipe()
-	require.NoError(t, err)
-	require.NoError(t, holder.Start())
-	defer func() { stdin.Close(); _ = holder.Wait() }()
-	pid := fmt.Sprint(holder.Process.Pid)
+	pid := fmt.Sprint(testenv.StartHolder(t, "TestCLIKeepOpenAndPID"))
 
 	_, out := startListener(t, "", "--pid", pid, "--keep-open", "7200")
 	for i := range 3 {

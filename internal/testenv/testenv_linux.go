@@ -12,9 +12,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -220,4 +222,55 @@ func SkipExamples() {
 		skip = cur + "|" + skip
 	}
 	_ = flag.Set("test.skip", skip)
+}
+
+// NSOfMode returns a fresh namespace of mode m (closed at cleanup) where the
+// kernel has vsock namespaces, and a plain new namespace on a legacy
+// kernel, for tests that assert both behaviours.
+func NSOfMode(t testing.TB, m vsockns.Mode) netns.NsHandle {
+	t.Helper()
+	if NamespacesExpected(t) {
+		return NewNS(t, m)
+	}
+	return PlainNS(t)
+}
+
+const holderEnv = "VSOCKNS_TESTENV_HOLDER"
+
+// StartHolder starts a process in a network namespace of its own, as a
+// container's process would be, and returns its PID; it ends at cleanup.
+// The process is this test binary running test again: test must call
+// HoldIfAsked first thing.
+func StartHolder(t testing.TB, test string) int {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$")
+	cmd.Env = append(os.Environ(), holderEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Wait()
+	})
+	return cmd.Process.Pid
+}
+
+// StopHolder ends a holder process early: it returns once the process has
+// exited and been reaped.
+func StopHolder(t testing.TB, pid int) {
+	t.Helper()
+	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	var ws syscall.WaitStatus
+	_, err := syscall.Wait4(pid, &ws, 0, nil)
+	require.NoError(t, err)
+}
+
+// HoldIfAsked makes the process StartHolder started wait until its test
+// ends, then exit; in any other process it does nothing.
+func HoldIfAsked() {
+	if os.Getenv(holderEnv) == "1" {
+		_, _ = os.Stdin.Read(make([]byte, 1))
+		os.Exit(0)
+	}
 }
