@@ -79,3 +79,35 @@ func BenchmarkGoroutineLockHandoff(b *testing.B) {
 		<-done
 	}
 }
+
+func vsockSocket() (int, error) {
+	return unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+}
+
+// BenchmarkVsockSocket and BenchmarkRunVsockSocket: creating (and closing)
+// a vsock socket here, and inside another namespace through Run.
+func BenchmarkVsockSocket(b *testing.B) {
+	needRoot(b)
+	for b.Loop() {
+		fd, err := vsockSocket()
+		if err != nil {
+			b.Skip("no vsock:", err)
+		}
+		unix.Close(fd)
+	}
+}
+
+func BenchmarkRunVsockSocket(b *testing.B) {
+	needRoot(b)
+	target := newNamespace(b)
+	for b.Loop() {
+		var fd int
+		if err := Run(target, func() (err error) {
+			fd, err = vsockSocket()
+			return err
+		}); err != nil {
+			b.Skip("no vsock:", err)
+		}
+		unix.Close(fd)
+	}
+}
