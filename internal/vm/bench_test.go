@@ -18,8 +18,9 @@ import (
 // floor (plain mdlayher/vsock in the current namespace). The raw
 // `go test -bench` output is kept in .cache/vm/bench.txt for benchstat.
 //
-//	VSOCKNS_BENCH_COUNT (default 5) and VSOCKNS_BENCH_TIME (default 1s)
-//	are passed as -test.count and -test.benchtime.
+//	VSOCKNS_BENCH_COUNT (default 5) passes of -test.benchtime
+//	VSOCKNS_BENCH_TIME (default 1s); VSOCKNS_BENCH_RUN selects benchmarks
+//	(-test.bench) and VSOCKNS_BENCH_ARGS adds arguments (e.g. -test.cpu=1).
 func TestBench(t *testing.T) {
 	if os.Getenv("VSOCKNS_BENCH") != "1" {
 		t.Skip("benchmarks run with `make bench` (VSOCKNS_BENCH=1)")
@@ -33,7 +34,8 @@ func TestBench(t *testing.T) {
 	count := envOr("VSOCKNS_BENCH_COUNT", "5")
 	benchtime := envOr("VSOCKNS_BENCH_TIME", "1s")
 	bins, err := BuildTests(root, work, []string{"github.com/vsockns/vsockns"},
-		[]string{"-test.run=^$", "-test.bench=" + envOr("VSOCKNS_BENCH_RUN", "."), "-test.benchmem", "-test.benchtime=" + benchtime, "-test.timeout=60m"})
+		append([]string{"-test.run=^$", "-test.bench=" + envOr("VSOCKNS_BENCH_RUN", "."), "-test.benchmem", "-test.benchtime=" + benchtime, "-test.timeout=60m"},
+			strings.Fields(os.Getenv("VSOCKNS_BENCH_ARGS"))...))
 	if err != nil {
 		t.Fatal(err)
 	}
