@@ -51,7 +51,7 @@ type Config struct {
 	Console io.Writer
 	// WorkDir holds the initramfs; empty means a temporary directory.
 	WorkDir string
-	// CPUs and MemoryMB size the guest; zero means 2 and 1024.
+	// CPUs and MemoryMB size the guest; zero means 2 and 2048.
 	CPUs, MemoryMB int
 	// ParallelTCG runs the vCPUs on host threads of their own under TCG
 	// (see accelArgs for why that is not the default); for benchmarks,
@@ -142,7 +142,9 @@ func Boot(ctx context.Context, cfg Config) (*Result, error) {
 		cfg.CPUs = 2
 	}
 	if cfg.MemoryMB == 0 {
-		cfg.MemoryMB = 1024
+		// 1 GiB once ran out (ENOMEM from VHOST_SET_OWNER late in the
+		// suite, after hundreds of namespaces and vhost devices).
+		cfg.MemoryMB = 2048
 	}
 	if cfg.Console == nil {
 		cfg.Console = io.Discard
