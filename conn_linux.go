@@ -105,12 +105,15 @@ func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
 	if sa, ok := rsa.(*unix.SockaddrVM); ok {
 		remote.ContextID, remote.Port = sa.CID, sa.Port
 	}
-	// The local address of an accepted connection is the one it was sent
-	// to, which for a listener on VMADDR_CID_ANY is a concrete CID.
+	// The local address of an accepted connection is the listener's,
+	// except that a listener on VMADDR_CID_ANY accepts on concrete CIDs:
+	// only then does it take a getsockname(2) to know which.
 	local := &vsock.Addr{ContextID: l.addr.ContextID, Port: l.addr.Port}
-	if sa, err := c.Getsockname(); err == nil {
-		if vm, ok := sa.(*unix.SockaddrVM); ok {
-			local.ContextID, local.Port = vm.CID, vm.Port
+	if l.addr.ContextID == unix.VMADDR_CID_ANY {
+		if sa, err := c.Getsockname(); err == nil {
+			if vm, ok := sa.(*unix.SockaddrVM); ok {
+				local = &vsock.Addr{ContextID: vm.CID, Port: vm.Port}
+			}
 		}
 	}
 	return &Conn{c: c, local: local, remote: remote}, nil

@@ -8,17 +8,15 @@ import (
 
 // The shared test helpers, under the short names these tests use.
 var (
-	inVM                    = testenv.InVM
-	needVsock               = testenv.NeedVsock
-	namespacesExpected      = testenv.NamespacesExpected
-	newNS                   = testenv.NewNS
-	nsOfMode                = testenv.NSOfMode
-	plainNS                 = testenv.PlainNS
-	newPlainNS              = testenv.NewPlainNS
-	requireAllThreadsHome   = testenv.RequireAllThreadsHome
-	threadsOutsideNamespace = testenv.ThreadsOutsideNamespace
-	echoServer              = testenv.EchoServer
-	roundTrip               = testenv.RoundTrip
+	needVsock             = testenv.NeedVsock
+	namespacesExpected    = testenv.NamespacesExpected
+	newNS                 = testenv.NewNS
+	nsOfMode              = testenv.NSOfMode
+	plainNS               = testenv.PlainNS
+	newPlainNS            = testenv.NewPlainNS
+	requireAllThreadsHome = testenv.RequireAllThreadsHome
+	echoServer            = testenv.EchoServer
+	roundTrip             = testenv.RoundTrip
 )
 
 const (
