@@ -103,6 +103,19 @@ func Run(target int, fn func() error) error {
 		runtime.UnlockOSThread()
 		done <- ferr
 	}()
+	// Yield instead of parking at once: the new goroutine sits in this P's
+	// run queue, and yielding runs it on this very thread; parking leaves a
+	// window in which another P takes it, and each Run then costs
+	// cross-thread wake-ups. If it is still not done after a few yields, it
+	// runs elsewhere: park.
+	for range 8 {
+		select {
+		case err := <-done:
+			return err
+		default:
+			runtime.Gosched()
+		}
+	}
 	return <-done
 }
 
