@@ -34,8 +34,8 @@ func newNamespace(m Mode) (netns.NsHandle, error) {
 			return os.NewSyscallError("unshare", err)
 		}
 		var err error
-		if fd, err = unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
-			return &os.PathError{Op: "open", Path: "/proc/thread-self/ns/net", Err: err}
+		if fd, err = nsthread.Current(); err != nil {
+			return err
 		}
 		got, err := readSysctl("ns_mode")
 		if err != nil {

@@ -1,6 +1,7 @@
 package vsockns
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/vishvananda/netns"
@@ -50,7 +51,7 @@ func AllocateGuestCID(ns netns.NsHandle, min, max uint32) (*Vhost, uint32, error
 		if err == nil {
 			return v, uint32(cid), nil
 		}
-		if !isCIDInUse(err) {
+		if !errors.Is(err, ErrCIDInUse) {
 			v.Close()
 			return nil, 0, err
 		}

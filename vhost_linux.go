@@ -106,5 +106,3 @@ func (v *Vhost) ioctl(req uintptr, arg unsafe.Pointer) error {
 	}
 	return nil
 }
-
-func isCIDInUse(err error) bool { return errors.Is(err, ErrCIDInUse) }

@@ -73,4 +73,3 @@ func (*Vhost) Close() error             { return errPlatform }
 func (*Vhost) GuestCID() uint32         { return 0 }
 func (*Vhost) SetOwner() error          { return errPlatform }
 func (*Vhost) SetGuestCID(uint32) error { return errPlatform }
-func isCIDInUse(err error) bool         { return false }

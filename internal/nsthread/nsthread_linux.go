@@ -34,11 +34,21 @@ var ErrRestore = errors.New("could not restore the thread's network namespace; t
 // slots limits how many threads are inside Run at once.
 var slots = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
 
-// Hooks for tests. They are only replaced by this package's tests.
-var (
-	setns          = rawSetns
-	threadSelfPath = "/proc/thread-self/ns/net"
-)
+// setns is replaced by this package's tests only.
+var setns = rawSetns
+
+// threadSelfPath names the calling thread's network namespace.
+const threadSelfPath = "/proc/thread-self/ns/net"
+
+// Current opens a handle to the calling thread's network namespace. The
+// caller closes it; the thread should be locked if it may have moved.
+func Current() (int, error) {
+	fd, err := unix.Open(threadSelfPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: threadSelfPath, Err: err}
+	}
+	return fd, nil
+}
 
 // rawSetns is setns(2) without telling the scheduler about the system
 // call: it never blocks, and a locked thread that the runtime sees in a
@@ -71,9 +81,9 @@ func Run(target int, fn func() error) error {
 		// fn runs on another thread; give it the caller's namespace, which
 		// differs from the process's when the caller locked its thread and
 		// moved it.
-		self, err := unix.Open(threadSelfPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		self, err := Current()
 		if err != nil {
-			return &os.PathError{Op: "open", Path: threadSelfPath, Err: err}
+			return err
 		}
 		defer unix.Close(self)
 		target = self
@@ -149,9 +159,9 @@ func homeNamespace() (int, error) {
 	if fd := home.fd.Load(); fd > 0 {
 		return int(fd), nil
 	}
-	fd, err := unix.Open(threadSelfPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := Current()
 	if err != nil {
-		return -1, &os.PathError{Op: "open", Path: threadSelfPath, Err: err}
+		return -1, err
 	}
 	home.fd.Store(int32(fd))
 	return fd, nil

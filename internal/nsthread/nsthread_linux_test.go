@@ -36,7 +36,7 @@ func newNamespace(t testing.TB) int {
 			return err
 		}
 		var err error
-		fd, err = unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err = Current()
 		return err
 	}))
 	t.Cleanup(func() { unix.Close(fd) })

@@ -102,7 +102,7 @@ func NewPlainNS(t testing.TB) netns.NsHandle {
 			return err
 		}
 		var err error
-		fd, err = unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err = nsthread.Current()
 		return err
 	})
 	require.NoError(t, err)
