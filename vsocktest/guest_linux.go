@@ -280,17 +280,21 @@ func (g *Guest) handle(h header, payload []byte) {
 			g.reset(h)
 			return
 		}
-		c = newConn(g, key, stateEstablished)
-		c.peerBufAlloc, c.peerFwdCnt = h.bufAlloc, h.fwdCnt
-		select {
-		case l.queue <- c:
-			g.conns[key] = c
-			g.mu.Unlock()
-			g.send(c.control(opResponse, 0))
-		default: // backlog full
+		if len(l.queue) == cap(l.queue) { // backlog full
 			g.mu.Unlock()
 			g.reset(h)
+			return
 		}
+		c = newConn(g, key, stateEstablished)
+		c.peerBufAlloc, c.peerFwdCnt = h.bufAlloc, h.fwdCnt
+		g.conns[key] = c
+		// RESPONSE is queued before Accept can return c: anything the
+		// accepting code writes must reach the host after it (a host
+		// socket still connecting takes any other packet as a protocol
+		// error, EPROTO).
+		g.send(c.control(opResponse, 0))
+		l.queue <- c // never blocks: only this goroutine adds, under g.mu
+		g.mu.Unlock()
 		return
 	}
 	g.mu.Unlock()

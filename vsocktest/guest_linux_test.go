@@ -371,3 +371,33 @@ func TestGuestConfigErrors(t *testing.T) {
 	_, err = vsocktest.NewGuest(vsocktest.Config{Namespace: testenv.ClosedHandle, CID: 4000})
 	assert.ErrorIs(t, err, syscall.EBADF)
 }
+
+// A guest that writes the moment Accept returns: its data must reach the
+// host after the RESPONSE that completes the host's connect (otherwise
+// the host's connect fails with EPROTO). Many connections, since the
+// order once depended on goroutine scheduling.
+func TestGuestWritesRightAfterAccept(t *testing.T) {
+	testenv.NeedVsock(t)
+	g := newGuest(t, netns.None(), false)
+	l, err := g.Listen(9000)
+	require.NoError(t, err)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprint(c, "hello")
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { l.Close() })
+	for i := range 300 {
+		c, err := vsockns.Dial(netns.None(), g.CID(), 9000)
+		require.NoError(t, err, "connection %d", i)
+		b, err := io.ReadAll(c)
+		c.Close()
+		require.NoError(t, err, "connection %d", i)
+		require.Equal(t, "hello", string(b), "connection %d", i)
+	}
+}
