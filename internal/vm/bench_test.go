@@ -21,9 +21,20 @@ import (
 //	VSOCKNS_BENCH_COUNT (default 5) passes of -test.benchtime
 //	VSOCKNS_BENCH_TIME (default 1s); VSOCKNS_BENCH_RUN selects benchmarks
 //	(-test.bench) and VSOCKNS_BENCH_ARGS adds arguments (e.g. -test.cpu=1).
+//	VSOCKNS_BENCH_RAW=file prints the table of a saved raw output instead.
 func TestBench(t *testing.T) {
 	if os.Getenv("VSOCKNS_BENCH") != "1" {
 		t.Skip("benchmarks run with `make bench` (VSOCKNS_BENCH=1)")
+	}
+	if raw := os.Getenv("VSOCKNS_BENCH_RAW"); raw != "" {
+		// Print the table of an earlier run's raw output again.
+		b, err := os.ReadFile(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("Benchmarks from %s, GOMAXPROCS=%s; ratios are to the floor in the same pass.\n\n", raw, benchProcs(string(b)))
+		printBench(os.Stdout, expandInterleaved(parseBench(string(b))))
+		return
 	}
 	kernels, root := requireVM(t)
 	k := kernels[0]
@@ -69,9 +80,9 @@ func TestBench(t *testing.T) {
 	if len(results) == 0 {
 		t.Fatal("no benchmark results in the output")
 	}
-	fmt.Printf("Benchmarks on Linux %s under QEMU (%s), GOMAXPROCS=2, medians of %s interleaved passes of %s each; ratios are to the floor in the same boot.\n\n",
-		k.Release, benchAccel(t), count, benchtime)
-	printBench(os.Stdout, results)
+	fmt.Printf("Benchmarks on Linux %s under QEMU (%s), GOMAXPROCS=%s, medians of %s interleaved passes of %s each; ratios are to the floor in the same pass.\n\n",
+		k.Release, benchAccel(t), benchProcs(raw), count, benchtime)
+	printBench(os.Stdout, expandInterleaved(results))
 }
 
 func envOr(k, def string) string {
@@ -93,10 +104,32 @@ func benchAccel(t *testing.T) string {
 	return "TCG, multi-threaded"
 }
 
-// benchResult is the medians of one benchmark's runs, by unit.
+var benchProcsSuffix = regexp.MustCompile(`(?m)^Benchmark\S*?(?:-(\d+))?\s+\d+\s+\S+ ns/op`)
+
+// benchProcs reads GOMAXPROCS off the benchmark names (`go test` appends
+// -N unless it is 1; -test.cpu may have asked for several).
+func benchProcs(out string) string {
+	var procs []string
+	seen := map[string]bool{}
+	for _, m := range benchProcsSuffix.FindAllStringSubmatch(out, -1) {
+		p := m[1]
+		if p == "" {
+			p = "1"
+		}
+		if !seen[p] {
+			seen[p] = true
+			procs = append(procs, p)
+		}
+	}
+	return strings.Join(procs, ",")
+}
+
+// benchResult is the medians of one benchmark's runs, by unit, and the
+// runs themselves in pass order.
 type benchResult struct {
 	family, variant string
 	metrics         map[string]float64
+	runs            map[string][]float64
 }
 
 var benchLine = regexp.MustCompile(`^(Benchmark[^\s/]+?)(?:/(\S+?))?(?:-\d+)?\s+\d+\s+(.*)$`)
@@ -123,8 +156,9 @@ func parseBench(out string) []benchResult {
 	}
 	var rs []benchResult
 	for _, key := range order {
-		r := benchResult{family: key[0], variant: key[1], metrics: map[string]float64{}}
-		for unit, vs := range samples[key] {
+		r := benchResult{family: key[0], variant: key[1], metrics: map[string]float64{}, runs: samples[key]}
+		for unit, runs := range samples[key] {
+			vs := append([]float64(nil), runs...)
 			sort.Float64s(vs)
 			switch unit {
 			case "threads":
@@ -143,10 +177,89 @@ func parseBench(out string) []benchResult {
 	return rs
 }
 
+// interleavedUnits are the per-variant metrics of the interleaved
+// benchmarks ("floor-ns/dial"), and the unit each becomes in the table.
+var interleavedUnits = []struct{ suffix, unit string }{
+	{"-ns/dial", "ns/op"},
+	{"-dials/s", "dials/s"},
+}
+
+// variantRank orders the rows of an interleaved benchmark like those of
+// the others: the floor, this package, then the reference patterns.
+func variantRank(name string) int {
+	for i, p := range []string{"floor", "vsockns-current", "vsockns-", "locked-caller-", "kubevirt-", "socket-netns-"} {
+		if name == p || strings.HasPrefix(name, p) && strings.HasSuffix(p, "-") {
+			return i
+		}
+	}
+	return 100
+}
+
+// expandInterleaved turns each interleaved benchmark's result into one
+// result per variant, so they print like any other family.
+func expandInterleaved(rs []benchResult) []benchResult {
+	var out []benchResult
+	for _, r := range rs {
+		var rows []benchResult
+		for metric, runs := range r.runs {
+			for _, iu := range interleavedUnits {
+				name, ok := strings.CutSuffix(metric, iu.suffix)
+				if !ok {
+					continue
+				}
+				rows = append(rows, benchResult{family: r.family, variant: name,
+					metrics: map[string]float64{iu.unit: r.metrics[metric]},
+					runs:    map[string][]float64{iu.unit: runs}})
+			}
+		}
+		if len(rows) == 0 {
+			out = append(out, r)
+			continue
+		}
+		sort.Slice(rows, func(i, j int) bool {
+			ri, rj := variantRank(rows[i].variant), variantRank(rows[j].variant)
+			if ri != rj {
+				return ri < rj
+			}
+			return rows[i].variant < rows[j].variant
+		})
+		out = append(out, rows...)
+	}
+	return out
+}
+
+// pairedRatio compares a variant with the floor pass by pass: the i-th
+// run of each was measured in the same pass, close in time, so a drift of
+// the emulated machine cancels out. It returns the median ratio and the
+// smallest and largest.
+func pairedRatio(v, floor []float64) (median, lo, hi float64, ok bool) {
+	n := min(len(v), len(floor))
+	var rs []float64
+	for i := range n {
+		if v[i] > 0 && floor[i] > 0 {
+			rs = append(rs, v[i]/floor[i])
+		}
+	}
+	if len(rs) == 0 {
+		return 0, 0, 0, false
+	}
+	sort.Float64s(rs)
+	return rs[len(rs)/2], rs[0], rs[len(rs)-1], true
+}
+
+// metric formats a metric, or "-" where the benchmark has none.
+func metric(r benchResult, unit string) string {
+	v, ok := r.metrics[unit]
+	if !ok {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
 // printBench prints one table per family. The headline metric is a rate
 // where the benchmark reports one (dials/s, MB/s, accepts/s: higher is
-// better), else ns/op (lower is better); the ratio is always "how this
-// variant compares to the floor" in the direction where > 1 is slower.
+// better), else ns/op (lower is better). The ratio to the floor is the
+// median of per-pass ratios, with their range, so the noise shows.
 func printBench(w *os.File, rs []benchResult) {
 	families := []string{}
 	by := map[string][]benchResult{}
@@ -163,23 +276,24 @@ func printBench(w *os.File, rs []benchResult) {
 				unit = u
 			}
 		}
-		var floor float64
+		var floor []float64
 		for _, r := range by[fam] {
 			if r.variant == "floor" || r.variant == "" {
-				floor = r.metrics[unit]
+				floor = r.runs[unit]
 			}
+		}
+		kind := "rate"
+		if unit == "ns/op" {
+			kind = "time"
 		}
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintf(w, "%s\n", fam)
-		fmt.Fprintf(tw, "variant\t%s\tvs floor\tns/op\tallocs/op\tthreads (new)\t\n", unit)
+		fmt.Fprintf(tw, "variant\t%s\tvs floor (%s)\tpass range\tns/op\tallocs/op\tthreads (new)\t\n", unit, kind)
 		for _, r := range by[fam] {
-			ratio := "-"
-			if floor > 0 && r.metrics[unit] > 0 {
-				if unit == "ns/op" {
-					ratio = fmt.Sprintf("%.2fx time", r.metrics[unit]/floor)
-				} else {
-					ratio = fmt.Sprintf("%.2fx rate", r.metrics[unit]/floor)
-				}
+			ratio, spread := "-", "-"
+			if m, lo, hi, ok := pairedRatio(r.runs[unit], floor); ok {
+				ratio = fmt.Sprintf("%.2fx", m)
+				spread = fmt.Sprintf("%.2f-%.2f", lo, hi)
 			}
 			threads := "-"
 			if v, ok := r.metrics["threads"]; ok {
@@ -189,7 +303,7 @@ func printBench(w *os.File, rs []benchResult) {
 			if name == "" {
 				name = fam
 			}
-			fmt.Fprintf(tw, "%s\t%.4g\t%s\t%.0f\t%.0f\t%s\t\n", name, r.metrics[unit], ratio, r.metrics["ns/op"], r.metrics["allocs/op"], threads)
+			fmt.Fprintf(tw, "%s\t%.4g\t%s\t%s\t%s\t%s\t%s\t\n", name, r.metrics[unit], ratio, spread, metric(r, "ns/op"), metric(r, "allocs/op"), threads)
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
@@ -215,5 +329,38 @@ func TestParseBench(t *testing.T) {
 	}
 	if rs[2].family != "NamespaceMode" || rs[2].variant != "" {
 		t.Errorf("family without variants: %+v", rs[2])
+	}
+	// Pass by pass: 3000/2000, then 3300 against 4000 (one run only).
+	if m, lo, hi, ok := pairedRatio(rs[1].runs["ns/op"], rs[0].runs["ns/op"]); !ok || m != 1.65 || lo != 1.65 || hi != 1.65 {
+		t.Errorf("paired ratio: %v %v %v %v", m, lo, hi, ok)
+	}
+	if m, lo, hi, _ := pairedRatio(rs[0].runs["ns/op"], []float64{1000, 4000, 1500}); m != 2 || lo != 1 || hi != 2 {
+		t.Errorf("paired ratio over three passes: %v %v %v", m, lo, hi)
+	}
+	if _, _, _, ok := pairedRatio(nil, rs[0].runs["ns/op"]); ok {
+		t.Error("paired ratio without runs")
+	}
+	il := "BenchmarkDialInterleaved-2 \t 50\t 9000 ns/op\t 1000 floor-ns/dial\t 1300 kubevirt-global-ns/dial\t 1100 vsockns-global-ns/dial\n" +
+		"BenchmarkDialInterleaved-2 \t 50\t 9000 ns/op\t 2000 floor-ns/dial\t 2400 kubevirt-global-ns/dial\t 2400 vsockns-global-ns/dial\n"
+	ex := expandInterleaved(parseBench(il))
+	var names []string
+	for _, r := range ex {
+		names = append(names, r.variant)
+	}
+	if fmt.Sprint(names) != "[floor vsockns-global kubevirt-global]" {
+		t.Fatalf("interleaved rows: %v", names)
+	}
+	if m, lo, hi, _ := pairedRatio(ex[1].runs["ns/op"], ex[0].runs["ns/op"]); m != 1.2 || lo != 1.1 || hi != 1.2 {
+		t.Errorf("interleaved paired ratio: %v %v %v", m, lo, hi)
+	}
+	if p := benchProcs(out); p != "2" {
+		t.Errorf("GOMAXPROCS from -2 names: %q", p)
+	}
+	one := "BenchmarkDial/floor-inside-local \t 100\t 2000 ns/op\n" + "BenchmarkNamespaceMode \t 10\t 500 ns/op\n"
+	if p := benchProcs(one); p != "1" {
+		t.Errorf("GOMAXPROCS from names without a suffix: %q", p)
+	}
+	if p := benchProcs(one + out); p != "1,2" {
+		t.Errorf("GOMAXPROCS from -test.cpu=1,2: %q", p)
 	}
 }
