@@ -5,8 +5,10 @@ package vsockns_test
 import (
 	"context"
 	"io"
+	"math/rand/v2"
 	"net"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,6 +29,7 @@ import (
 //	kubevirt      the whole vsock.Dial on a thread switched into the
 //	              namespace (the pattern KubeVirt's virt-handler uses)
 //	socket-netns  mdlayher/socket's Config.NetNS, then Connect
+//	locked-caller the caller's own thread switched around socket() only
 //
 // `make bench` runs them in the VM and prints them side by side.
 
@@ -37,6 +40,7 @@ type benchTarget struct {
 	name string
 	ns   netns.NsHandle // the listener's (and the namespaced dialers') namespace
 	port uint32
+	home netns.NsHandle // the benchmark's own namespace
 }
 
 // benchTargets sets up a listener (accepting and closing at once) in the
@@ -44,20 +48,28 @@ type benchTarget struct {
 func benchTargets(b *testing.B) (floor benchTarget, others []benchTarget) {
 	b.Helper()
 	needVsock(b)
+	home, err := netns.Get()
+	require.NoError(b, err)
+	b.Cleanup(func() { home.Close() })
 	mk := func(name string, ns netns.NsHandle) benchTarget {
 		l, err := vsockns.Listen(ns, 0)
 		require.NoError(b, err)
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
+		// Several acceptors: connect completes without Accept, so 64
+		// dialing goroutines can outpace a single acceptor until the
+		// accept queue is full and the kernel resets new connections.
+		for range 16 {
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					c.Close()
 				}
-				c.Close()
-			}
-		}()
+			}()
+		}
 		b.Cleanup(func() { l.Close() })
-		return benchTarget{name, ns, l.Addr().(*vsock.Addr).Port}
+		return benchTarget{name, ns, l.Addr().(*vsock.Addr).Port, home}
 	}
 	floor = mk("floor", netns.None())
 	if vsockns.Supported() == nil {
@@ -114,6 +126,46 @@ func dialKubeVirt(ns netns.NsHandle) dialFunc {
 	}
 }
 
+// dialLockedCaller is the fastest way to switch: the calling goroutine
+// locks its own thread and moves it into the namespace for socket() only
+// (home is a cached handle of the original namespace). vsockns does not
+// do this, because a thread that could not be moved back would stay with
+// the caller's goroutine (and run the caller's code in the foreign
+// namespace) until that goroutine ends; its own switch runs on a
+// goroutine of its own, which can end at once. This variant measures
+// what that guarantee costs.
+func dialLockedCaller(ns, home netns.NsHandle) dialFunc {
+	return func(ctx context.Context, port uint32) (io.Closer, error) {
+		runtime.LockOSThread()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			return nil, err
+		}
+		fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if rerr := netns.Set(home); rerr != nil {
+			panic(rerr) // benchmark only: stop rather than measure on a stray thread
+		}
+		runtime.UnlockOSThread()
+		if err != nil {
+			return nil, err
+		}
+		c, err := socket.New(fd, "vsock")
+		if err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+		if _, err := c.Connect(ctx, &unix.SockaddrVM{CID: vsock.Local, Port: port}); err != nil {
+			c.Close()
+			return nil, err
+		}
+		if _, err := c.Getsockname(); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return c, nil
+	}
+}
+
 // dialSocketNetNS uses mdlayher/socket's own namespace support.
 func dialSocketNetNS(ns netns.NsHandle) dialFunc {
 	return func(ctx context.Context, port uint32) (io.Closer, error) {
@@ -147,9 +199,16 @@ func BenchmarkDial(b *testing.B) {
 	floor, others := benchTargets(b)
 	b.Run("floor", func(b *testing.B) { benchDial(b, dialFloor, floor.port) })
 	// Where the rest of the time goes: this package without a namespace
-	// switch, and the floor with the whole benchmark goroutine parked in
-	// the target namespace (the kernel's cost of that namespace).
+	// switch; the floor from a locked thread, at home and moved into the
+	// target namespace (their ratio is the kernel's cost of that
+	// namespace; locking alone costs scheduler hand-offs while connect
+	// waits).
 	b.Run("vsockns-current", func(b *testing.B) { benchDial(b, dialVsockns(netns.None()), floor.port) })
+	b.Run("floor-locked", func(b *testing.B) {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread() // never moved: still at home
+		benchDial(b, dialFloor, floor.port)
+	})
 	for _, t := range others {
 		b.Run("floor-inside-"+t.name, func(b *testing.B) {
 			runtime.LockOSThread() // this goroutine ends with the benchmark: the thread is discarded
@@ -170,6 +229,9 @@ func BenchmarkDial(b *testing.B) {
 func forVariants(targets []benchTarget, f func(name string, dial dialFunc, port uint32)) {
 	for _, t := range targets {
 		f("vsockns-"+t.name, dialVsockns(t.ns), t.port)
+	}
+	for _, t := range targets {
+		f("locked-caller-"+t.name, dialLockedCaller(t.ns, t.home), t.port)
 	}
 	for _, t := range targets {
 		f("kubevirt-"+t.name, dialKubeVirt(t.ns), t.port)
@@ -320,4 +382,73 @@ func BenchmarkNamespaceMode(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// A dialVariant is one way of dialing, for the interleaved benchmarks.
+type dialVariant struct {
+	name string
+	dial dialFunc
+	port uint32
+}
+
+// dialVariants lists the floor and every namespaced dialer and target.
+func dialVariants(floor benchTarget, others []benchTarget) []dialVariant {
+	vs := []dialVariant{{"floor", dialFloor, floor.port}}
+	forVariants(others, func(name string, dial dialFunc, port uint32) {
+		vs = append(vs, dialVariant{name, dial, port})
+	})
+	return vs
+}
+
+// interleave runs round for every variant, again and again, in a new
+// random order each time, and reports each variant's totals with report.
+// On an emulated machine whose speed drifts by tens of percent from one
+// second to the next, benchmarks that run one variant after the other for
+// a second each compare different machines; rounds that take turns
+// compare the same one. The order is shuffled because a dial leaves work
+// behind (the listener accepting and closing, the kernel tearing down)
+// that the next one pays for: a fixed order would bill each variant for
+// the same predecessor every time.
+func interleave(b *testing.B, vs []dialVariant, round func(v dialVariant) (n int, d time.Duration), report func(v dialVariant, n int, d time.Duration)) {
+	b.Helper()
+	n := make([]int, len(vs))
+	d := make([]time.Duration, len(vs))
+	order := make([]int, len(vs))
+	for i := range order {
+		order[i] = i
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for b.Loop() {
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for _, k := range order {
+			rn, rd := round(vs[k])
+			n[k] += rn
+			d[k] += rd
+		}
+	}
+	for i, v := range vs {
+		report(v, n[i], d[i])
+	}
+}
+
+// BenchmarkDialInterleaved is BenchmarkDial with the variants taking
+// turns dial by dial. It reports "<variant>-ns/dial".
+func BenchmarkDialInterleaved(b *testing.B) {
+	floor, others := benchTargets(b)
+	ctx := context.Background()
+	vs := dialVariants(floor, others)
+	vs = slices.Insert(vs, 1, dialVariant{"vsockns-current", dialVsockns(netns.None()), floor.port})
+	interleave(b, vs,
+		func(v dialVariant) (int, time.Duration) {
+			start := time.Now()
+			c, err := v.dial(ctx, v.port)
+			if err != nil {
+				b.Fatal(v.name, err)
+			}
+			c.Close()
+			return 1, time.Since(start)
+		},
+		func(v dialVariant, n int, d time.Duration) {
+			b.ReportMetric(float64(d.Nanoseconds())/float64(n), v.name+"-ns/dial")
+		})
 }

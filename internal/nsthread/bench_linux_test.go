@@ -111,3 +111,32 @@ func BenchmarkRunVsockSocket(b *testing.B) {
 		unix.Close(fd)
 	}
 }
+
+// BenchmarkLockedCallerVsockSocket is the switch without Run's goroutine:
+// the benchmark's own goroutine locks its thread and moves it, which is
+// cheaper but could not discard a thread that failed to come back without
+// ending the caller's goroutine. The difference to BenchmarkRunVsockSocket
+// is what that guarantee costs.
+func BenchmarkLockedCallerVsockSocket(b *testing.B) {
+	needRoot(b)
+	target := newNamespace(b)
+	home, err := homeNamespace()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		runtime.LockOSThread()
+		if err := rawSetns(target, unix.CLONE_NEWNET); err != nil {
+			b.Fatal(err)
+		}
+		fd, err := vsockSocket()
+		if err := rawSetns(home, unix.CLONE_NEWNET); err != nil {
+			b.Fatal(err) // the goroutine ends locked: the thread is discarded
+		}
+		runtime.UnlockOSThread()
+		if err != nil {
+			b.Skip("no vsock:", err)
+		}
+		unix.Close(fd)
+	}
+}
