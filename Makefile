@@ -1,5 +1,14 @@
 # vsockns: build, test and demo targets. `make test` is what CI runs.
-GO ?= go
+# GO: a go command at least as new as go.mod's go line; scripts/ensure-go.sh
+# finds it (PATH, /usr/local/go) or fetches it (a fresh Debian 12 has none).
+# Tests run `go` themselves, so its directory goes first on the PATH.
+ifeq ($(origin GO),undefined)
+GO := $(shell scripts/ensure-go.sh)
+ifeq ($(GO),)
+$(error no usable Go toolchain: see the ensure-go message above)
+endif
+export PATH := $(dir $(GO)):$(PATH)
+endif
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 # The whole suite must finish well inside CI's limit; the VM boots are the

@@ -18,46 +18,10 @@ apt_dir=$cache/apt
 kernels=$cache/kernels
 modules=(vsock vmw_vsock_virtio_transport_common vsock_loopback vhost_iotlb vhost vhost_vsock)
 
-mirror=${VSOCKNS_DEBIAN_MIRROR:-}
-if [ -z "$mirror" ] && [ -r /etc/apt/sources.list.d/debian.sources ]; then
-	# The first URI of a stanza that serves the main archive (not -security).
-	mirror=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
-fi
-if [ -z "$mirror" ] && [ -r /etc/apt/sources.list ]; then
-	mirror=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
-fi
-if [ -z "$mirror" ]; then
-	echo "fetch-kernels: no Debian mirror found in /etc/apt; set VSOCKNS_DEBIAN_MIRROR" >&2
-	exit 1
-fi
-for tool in apt-get apt-cache dpkg-deb; do
-	command -v "$tool" >/dev/null || { echo "fetch-kernels: $tool is needed (a Debian or Ubuntu machine)" >&2; exit 1; }
-done
-
-mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$kernels"
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-signed=""
-[ -r "$keyring" ] && signed="[signed-by=$keyring] "
-cat >"$apt_dir/sources.list" <<LIST
-deb ${signed}$mirror sid main
-deb ${signed}$mirror bookworm main
-LIST
-apt_opts=(
-	-o "Dir::Etc::sourcelist=$apt_dir/sources.list"
-	-o "Dir::Etc::sourceparts=-"
-	-o "Dir::State::Lists=$apt_dir/lists"
-	-o "Dir::Cache=$apt_dir"
-	-o "Dir::Cache::archives=$apt_dir/archives"
-	-o "Dir::State::status=/dev/null"
-	-o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
-	-o "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false"
-	-o "Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false"
-	-o "APT::Sandbox::User=root"
-	-q
-)
-
-echo "fetch-kernels: updating the private package lists from $mirror"
-apt-get "${apt_opts[@]}" update >"$apt_dir/update.log" 2>&1 || { cat "$apt_dir/update.log" >&2; exit 1; }
+me=fetch-kernels
+. "$root/scripts/debian.sh"
+mkdir -p "$kernels"
+private_apt "$apt_dir" sid bookworm
 
 # image_package SUITE prints the versioned linux-image package that the
 # linux-image-cloud-amd64 metapackage of SUITE depends on.
