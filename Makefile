@@ -24,10 +24,17 @@ all: test
 test: qemu kernel vet
 	VSOCKNS_REQUIRE_VM=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./... 2>&1 | scripts/summarize-tests
 
-vet:
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK := .cache/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+
+vet: $(STATICCHECK)
 	$(GO) vet ./...
 	GOOS=darwin $(GO) vet ./...
 	GOOS=windows $(GO) build ./...
+	for os in linux darwin windows; do GOOS=$$os $(STATICCHECK) ./... || exit 1; done
+
+$(STATICCHECK):
+	GOBIN=$(CURDIR)/$(dir $(STATICCHECK)) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 ## host-test: only what runs without QEMU (the VM tests skip and say why).
 host-test:

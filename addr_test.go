@@ -73,7 +73,7 @@ func TestDialerRejectsBadInput(t *testing.T) {
 	var ae *vsockns.AddrError
 	assert.ErrorAs(t, err, &ae)
 
-	//nolint:staticcheck // a nil context is exactly the bad input under test
+	//lint:ignore SA1012 a nil context is exactly the bad input under test
 	_, err = d.DialVsock(nil, 3, 1024)
 	var oe *net.OpError
 	require.ErrorAs(t, err, &oe)

@@ -2,7 +2,6 @@ package vsockns
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/vishvananda/netns"
 )
@@ -69,19 +68,4 @@ type NameError struct {
 
 func (e *NameError) Error() string {
 	return fmt.Sprintf("vsockns: invalid namespace name %q: %s", e.Name, e.Reason)
-}
-
-// checkName accepts what ip-netns accepts as a file name under /run/netns.
-func checkName(name string) error {
-	switch {
-	case name == "":
-		return &NameError{name, "empty"}
-	case name == "." || name == "..":
-		return &NameError{name, "not a file name"}
-	case strings.ContainsAny(name, "/\x00"):
-		return &NameError{name, "contains '/' or NUL"}
-	case len(name) > 255:
-		return &NameError{name, "longer than 255 bytes"}
-	}
-	return nil
 }

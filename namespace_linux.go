@@ -175,3 +175,18 @@ func pidOfPidfd(pidfd int) (int, error) {
 	}
 	return 0, fmt.Errorf("fd %d is not a pidfd", pidfd)
 }
+
+// checkName accepts what ip-netns accepts as a file name under /run/netns.
+func checkName(name string) error {
+	switch {
+	case name == "":
+		return &NameError{name, "empty"}
+	case name == "." || name == "..":
+		return &NameError{name, "not a file name"}
+	case strings.ContainsAny(name, "/\x00"):
+		return &NameError{name, "contains '/' or NUL"}
+	case len(name) > 255:
+		return &NameError{name, "longer than 255 bytes"}
+	}
+	return nil
+}

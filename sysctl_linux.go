@@ -191,3 +191,8 @@ func supported() error {
 	}
 	return err
 }
+
+// current reports whether ns means "the calling thread's namespace".
+func current(ns netns.NsHandle) bool {
+	return ns == 0 || ns == netns.None()
+}

@@ -75,17 +75,3 @@ func (e *CIDError) Error() string {
 func reservedCID(cid uint32) bool {
 	return cid <= 2 || cid == vmaddrCIDAny
 }
-
-func checkGuestCID(cid uint32) error {
-	switch {
-	case cid == 0:
-		return &CIDError{cid, "reserved for the hypervisor"}
-	case cid == 1:
-		return &CIDError{cid, "reserved for local loopback"}
-	case cid == 2:
-		return &CIDError{cid, "reserved for the host"}
-	case cid == vmaddrCIDAny:
-		return &CIDError{cid, "is VMADDR_CID_ANY"}
-	}
-	return nil
-}

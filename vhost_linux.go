@@ -106,3 +106,18 @@ func (v *Vhost) ioctl(req uintptr, arg unsafe.Pointer) error {
 	}
 	return nil
 }
+
+// checkGuestCID rejects the CIDs no guest may claim.
+func checkGuestCID(cid uint32) error {
+	switch {
+	case cid == 0:
+		return &CIDError{cid, "reserved for the hypervisor"}
+	case cid == 1:
+		return &CIDError{cid, "reserved for local loopback"}
+	case cid == 2:
+		return &CIDError{cid, "reserved for the host"}
+	case cid == vmaddrCIDAny:
+		return &CIDError{cid, "is VMADDR_CID_ANY"}
+	}
+	return nil
+}

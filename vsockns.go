@@ -39,11 +39,7 @@
 // [ErrNotSupported].
 package vsockns
 
-import (
-	"errors"
-
-	"github.com/vishvananda/netns"
-)
+import "errors"
 
 // Sentinel errors. Each is wrapped together with the underlying errno (if
 // any), so both errors.Is(err, vsockns.ErrChildModeLocked) and
@@ -66,8 +62,3 @@ var (
 	// CID pool (EADDRINUSE).
 	ErrCIDInUse = errors.New("guest CID already in use")
 )
-
-// current reports whether ns means "the calling thread's namespace".
-func current(ns netns.NsHandle) bool {
-	return ns == 0 || ns == netns.None()
-}
