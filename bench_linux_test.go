@@ -143,7 +143,12 @@ func dialLockedCaller(ns, home netns.NsHandle) dialFunc {
 		}
 		fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		if rerr := netns.Set(home); rerr != nil {
-			panic(rerr) // benchmark only: stop rather than measure on a stray thread
+			// Left locked: the benchmark fails on this error, its
+			// goroutine ends, and the runtime discards the thread.
+			if err == nil {
+				unix.Close(fd)
+			}
+			return nil, rerr
 		}
 		runtime.UnlockOSThread()
 		if err != nil {
