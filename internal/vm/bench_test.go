@@ -21,13 +21,22 @@ import (
 //	VSOCKNS_BENCH_COUNT (default 5) passes of -test.benchtime
 //	VSOCKNS_BENCH_TIME (default 1s); VSOCKNS_BENCH_RUN selects benchmarks
 //	(-test.bench) and VSOCKNS_BENCH_ARGS adds arguments (e.g. -test.cpu=1).
-//	VSOCKNS_BENCH_RAW=file prints the table of a saved raw output instead.
+//	VSOCKNS_BENCH_RAW=file prints the table of a saved raw output instead
+//	(e.g. .cache/vm/bench.txt; relative to the module root).
 func TestBench(t *testing.T) {
 	if os.Getenv("VSOCKNS_BENCH") != "1" {
 		t.Skip("benchmarks run with `make bench` (VSOCKNS_BENCH=1)")
 	}
 	if raw := os.Getenv("VSOCKNS_BENCH_RAW"); raw != "" {
-		// Print the table of an earlier run's raw output again.
+		// Print the table of an earlier run's raw output again. A
+		// relative path is taken from the module root, where make runs.
+		if !filepath.IsAbs(raw) {
+			root, err := ModuleRoot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw = filepath.Join(root, raw)
+		}
 		b, err := os.ReadFile(raw)
 		if err != nil {
 			t.Fatal(err)
