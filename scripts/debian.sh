@@ -7,6 +7,8 @@
 #   private_apt DIR SUITE...  sets up an apt state of our own under DIR whose
 #                             sources are SUITEs of the machine's mirror, and
 #                             leaves the options that select it in apt_opts
+#   apt_depends PKG ERE       prints the packages PKG (a name or name=version
+#                             of the private state) depends on that match ERE
 #
 # Messages are prefixed with $me.
 
@@ -68,4 +70,9 @@ private_apt() {
 	)
 	echo "$me: updating the private package lists ($*) from $mirror" >&2
 	apt-get "${apt_opts[@]}" update >"$dir/update.log" 2>&1 || { cat "$dir/update.log" >&2; return 1; }
+}
+
+apt_depends() {
+	apt-cache "${apt_opts[@]}" show "$1" |
+		awk -v re="$2" '/^Depends:/ && !seen++ {n = split($0, d, /[ ,]+/); for (i = 2; i <= n; i++) if (d[i] ~ re) print d[i]}'
 }

@@ -42,7 +42,7 @@ if [ ! -r /etc/ssl/certs/ca-certificates.crt ]; then
 fi
 private_apt "$cache/go/apt" bookworm-backports >&2
 # The versioned compiler package golang-go depends on (golang-1.NN-go).
-pkg=$(apt-cache "${apt_opts[@]}" show golang-go | awk '/^Depends:/ {n = split($0, d, /[ ,]+/); for (i = 1; i <= n; i++) if (d[i] ~ /^golang-1\.[0-9]+-go$/) {print d[i]; exit}}')
+pkg=$(apt_depends golang-go '^golang-1\.[0-9]+-go$' | head -n 1)
 [ -n "$pkg" ] || { echo "$me: no golang-go in bookworm-backports; install Go >= $want from https://go.dev/dl" >&2; exit 1; }
 boot=$cache/go/bootstrap
 rm -rf "$boot"

@@ -29,8 +29,7 @@ image_package() {
 	local ver
 	ver=$(apt-cache "${apt_opts[@]}" madison linux-image-cloud-amd64 | awk -v s="$1" '$0 ~ " "s"/" {print $3; exit}')
 	[ -n "$ver" ] || { echo "fetch-kernels: no linux-image-cloud-amd64 in $1" >&2; return 1; }
-	apt-cache "${apt_opts[@]}" show "linux-image-cloud-amd64=$ver" |
-		awk '/^Depends:/ {n = split($0, d, /[ ,]+/); for (i = 1; i <= n; i++) if (d[i] ~ /^linux-image-[0-9]/) {print d[i]; exit}}'
+	apt_depends "linux-image-cloud-amd64=$ver" '^linux-image-[0-9]' | head -n 1
 }
 
 fetch() {
@@ -44,7 +43,7 @@ fetch() {
 	fi
 	# Since 6.12 the image package is a stub depending on linux-binary-* and
 	# linux-modules-*; older ones ship everything themselves.
-	deps=$(apt-cache "${apt_opts[@]}" show "$image" | awk '/^Depends:/ {n = split($0, d, /[ ,]+/); for (i = 1; i <= n; i++) if (d[i] ~ /^linux-(binary|modules)-/) print d[i]}' | sort -u)
+	deps=$(apt_depends "$image" '^linux-(binary|modules)-' | sort -u)
 	pkgs=${deps:-$image}
 	tmp=$(mktemp -d "$cache/fetch.XXXXXX")
 	trap 'rm -rf "$tmp"' RETURN

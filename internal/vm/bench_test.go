@@ -1,10 +1,12 @@
 package vm
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -113,20 +115,17 @@ func benchAccel(t *testing.T) string {
 	return "TCG, multi-threaded"
 }
 
-var benchProcsSuffix = regexp.MustCompile(`(?m)^Benchmark\S*?(?:-(\d+))?\s+\d+\s+\S+ ns/op`)
-
 // benchProcs reads GOMAXPROCS off the benchmark names (`go test` appends
 // -N unless it is 1; -test.cpu may have asked for several).
 func benchProcs(out string) string {
 	var procs []string
-	seen := map[string]bool{}
-	for _, m := range benchProcsSuffix.FindAllStringSubmatch(out, -1) {
-		p := m[1]
-		if p == "" {
-			p = "1"
+	for _, line := range strings.Split(out, "\n") {
+		m := benchLine.FindStringSubmatch(strings.TrimSpace(line))
+		if m == nil || !strings.Contains(m[4], "ns/op") {
+			continue
 		}
-		if !seen[p] {
-			seen[p] = true
+		p := cmp.Or(m[3], "1")
+		if !slices.Contains(procs, p) {
 			procs = append(procs, p)
 		}
 	}
@@ -141,14 +140,16 @@ type benchResult struct {
 	runs            map[string][]float64
 }
 
-var benchLine = regexp.MustCompile(`^(Benchmark[^\s/]+?)(?:/(\S+?))?(?:-\d+)?\s+\d+\s+(.*)$`)
+// benchLine is one result line: name, variant, GOMAXPROCS suffix (absent
+// for 1), then the iterations and the metrics.
+var benchLine = regexp.MustCompile(`^(Benchmark[^\s/]+?)(?:/(\S+?))?(?:-(\d+))?\s+\d+\s+(.*)$`)
 
 func parseBench(out string) []benchResult {
 	samples := map[[2]string]map[string][]float64{}
 	var order [][2]string
 	for _, line := range strings.Split(out, "\n") {
 		m := benchLine.FindStringSubmatch(strings.TrimSpace(line))
-		if m == nil || !strings.Contains(m[3], "ns/op") {
+		if m == nil || !strings.Contains(m[4], "ns/op") {
 			continue
 		}
 		key := [2]string{strings.TrimPrefix(m[1], "Benchmark"), m[2]}
@@ -156,7 +157,7 @@ func parseBench(out string) []benchResult {
 			samples[key] = map[string][]float64{}
 			order = append(order, key)
 		}
-		f := strings.Fields(m[3])
+		f := strings.Fields(m[4])
 		for i := 0; i+1 < len(f); i += 2 {
 			if v, err := strconv.ParseFloat(f[i], 64); err == nil {
 				samples[key][f[i+1]] = append(samples[key][f[i+1]], v)
