@@ -144,7 +144,11 @@ type benchResult struct {
 // for 1), then the iterations and the metrics.
 var benchLine = regexp.MustCompile(`^(Benchmark[^\s/]+?)(?:/(\S+?))?(?:-(\d+))?\s+\d+\s+(.*)$`)
 
+// parseBench reads `go test -bench` output. Runs at different GOMAXPROCS
+// (-test.cpu=1,2) are different results: their families are then named
+// "Dial (GOMAXPROCS=2)".
 func parseBench(out string) []benchResult {
+	several := strings.Contains(benchProcs(out), ",")
 	samples := map[[2]string]map[string][]float64{}
 	var order [][2]string
 	for _, line := range strings.Split(out, "\n") {
@@ -152,7 +156,11 @@ func parseBench(out string) []benchResult {
 		if m == nil || !strings.Contains(m[4], "ns/op") {
 			continue
 		}
-		key := [2]string{strings.TrimPrefix(m[1], "Benchmark"), m[2]}
+		family := strings.TrimPrefix(m[1], "Benchmark")
+		if several {
+			family += " (GOMAXPROCS=" + cmp.Or(m[3], "1") + ")"
+		}
+		key := [2]string{family, m[2]}
 		if samples[key] == nil {
 			samples[key] = map[string][]float64{}
 			order = append(order, key)
@@ -197,7 +205,7 @@ var interleavedUnits = []struct{ suffix, unit string }{
 // variantRank orders the rows of an interleaved benchmark like those of
 // the others: the floor, this package, then the reference patterns.
 func variantRank(name string) int {
-	for i, p := range []string{"floor", "vsockns-current", "vsockns-", "locked-caller-", "kubevirt-", "socket-netns-"} {
+	for i, p := range []string{"floor", "vsockns-current", "handoff-only", "vsockns-", "locked-caller-", "kubevirt-", "socket-netns-"} {
 		if name == p || strings.HasPrefix(name, p) && strings.HasSuffix(p, "-") {
 			return i
 		}
@@ -372,5 +380,15 @@ func TestParseBench(t *testing.T) {
 	}
 	if p := benchProcs(one + out); p != "1,2" {
 		t.Errorf("GOMAXPROCS from -test.cpu=1,2: %q", p)
+	}
+	// -test.cpu=1,2: the two are separate results, not one median.
+	mixed := "BenchmarkDial/floor \t 100\t 1000 ns/op\n" + "BenchmarkDial/floor-2 \t 100\t 5000 ns/op\n" +
+		"BenchmarkDial/floor \t 100\t 1200 ns/op\n" + "BenchmarkDial/floor-2 \t 100\t 5200 ns/op\n"
+	var got []string
+	for _, r := range parseBench(mixed) {
+		got = append(got, fmt.Sprintf("%s/%s=%g", r.family, r.variant, r.metrics["ns/op"]))
+	}
+	if want := "[Dial (GOMAXPROCS=1)/floor=1200 Dial (GOMAXPROCS=2)/floor=5200]"; fmt.Sprint(got) != want {
+		t.Errorf("-test.cpu=1,2 results: %v, want %v", got, want)
 	}
 }
