@@ -30,6 +30,8 @@ import (
 //	              namespace (the pattern KubeVirt's virt-handler uses)
 //	socket-netns  mdlayher/socket's Config.NetNS, then Connect
 //	locked-caller the caller's own thread switched around socket() only
+//	handoff-only  socket() on a goroutine of its own, in the current
+//	              namespace: the hand-off vsockns's switch pays, alone
 //
 // `make bench` runs them in the VM and prints them side by side.
 
@@ -141,7 +143,7 @@ func dialLockedCaller(ns, home netns.NsHandle) dialFunc {
 			runtime.UnlockOSThread()
 			return nil, err
 		}
-		fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		fd, err := newVsockSocket()
 		if rerr := netns.Set(home); rerr != nil {
 			// Left locked: the benchmark fails on this error, its
 			// goroutine ends, and the runtime discards the thread.
@@ -154,21 +156,51 @@ func dialLockedCaller(ns, home netns.NsHandle) dialFunc {
 		if err != nil {
 			return nil, err
 		}
-		c, err := socket.New(fd, "vsock")
-		if err != nil {
-			unix.Close(fd)
-			return nil, err
-		}
-		if _, err := c.Connect(ctx, &unix.SockaddrVM{CID: vsock.Local, Port: port}); err != nil {
-			c.Close()
-			return nil, err
-		}
-		if _, err := c.Getsockname(); err != nil {
-			c.Close()
-			return nil, err
-		}
-		return c, nil
+		return connectSocket(ctx, fd, port)
 	}
+}
+
+// dialHandoffOnly creates the socket in the current namespace on a
+// goroutine of its own, as vsockns's switch does, but with no namespace
+// work: it measures what handing socket() to another goroutine costs.
+func dialHandoffOnly(ctx context.Context, port uint32) (io.Closer, error) {
+	type result struct {
+		fd  int
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		fd, err := newVsockSocket()
+		ch <- result{fd, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		return nil, r.err
+	}
+	return connectSocket(ctx, r.fd, port)
+}
+
+func newVsockSocket() (int, error) {
+	return unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+}
+
+// connectSocket is the rest of a dial after socket(): what vsockns does
+// with the descriptor (connect, then getsockname for the local address).
+func connectSocket(ctx context.Context, fd int, port uint32) (io.Closer, error) {
+	c, err := socket.New(fd, "vsock")
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if _, err := c.Connect(ctx, &unix.SockaddrVM{CID: vsock.Local, Port: port}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if _, err := c.Getsockname(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // dialSocketNetNS uses mdlayher/socket's own namespace support.
@@ -209,6 +241,7 @@ func BenchmarkDial(b *testing.B) {
 	// namespace; locking alone costs scheduler hand-offs while connect
 	// waits).
 	b.Run("vsockns-current", func(b *testing.B) { benchDial(b, dialVsockns(netns.None()), floor.port) })
+	b.Run("handoff-only", func(b *testing.B) { benchDial(b, dialHandoffOnly, floor.port) })
 	b.Run("floor-locked", func(b *testing.B) {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread() // never moved: still at home
@@ -442,7 +475,9 @@ func BenchmarkDialInterleaved(b *testing.B) {
 	floor, others := benchTargets(b)
 	ctx := context.Background()
 	vs := dialVariants(floor, others)
-	vs = slices.Insert(vs, 1, dialVariant{"vsockns-current", dialVsockns(netns.None()), floor.port})
+	vs = slices.Insert(vs, 1,
+		dialVariant{"vsockns-current", dialVsockns(netns.None()), floor.port},
+		dialVariant{"handoff-only", dialHandoffOnly, floor.port})
 	interleave(b, vs,
 		func(v dialVariant) (int, time.Duration) {
 			start := time.Now()
