@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -490,5 +491,42 @@ func BenchmarkDialInterleaved(b *testing.B) {
 		},
 		func(v dialVariant, n int, d time.Duration) {
 			b.ReportMetric(float64(d.Nanoseconds())/float64(n), v.name+"-ns/dial")
+		})
+}
+
+// BenchmarkDialParallelInterleaved is BenchmarkDialParallel with the
+// variants taking turns: in each turn 64 goroutines make 512 dials of one
+// variant between them, and the turn lasts until the last one is closed.
+// It reports "<variant>-dials/s" over all turns.
+func BenchmarkDialParallelInterleaved(b *testing.B) {
+	const workers, dialsPerTurn = 64, 512
+	floor, others := benchTargets(b)
+	interleave(b, dialVariants(floor, others),
+		func(v dialVariant) (int, time.Duration) {
+			var left atomic.Int64
+			left.Store(dialsPerTurn)
+			var wg sync.WaitGroup
+			start := time.Now()
+			for range workers {
+				wg.Go(func() {
+					ctx := context.Background()
+					for left.Add(-1) >= 0 {
+						c, err := v.dial(ctx, v.port)
+						if err != nil {
+							b.Error(v.name, err)
+							return
+						}
+						c.Close()
+					}
+				})
+			}
+			wg.Wait()
+			if b.Failed() {
+				b.FailNow()
+			}
+			return dialsPerTurn, time.Since(start)
+		},
+		func(v dialVariant, n int, d time.Duration) {
+			b.ReportMetric(float64(n)/d.Seconds(), v.name+"-dials/s")
 		})
 }
