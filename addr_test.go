@@ -3,6 +3,7 @@ package vsockns_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 
@@ -31,7 +32,9 @@ func TestParseAddr(t *testing.T) {
 		assert.Equal(t, want, *got, in)
 	}
 	for _, bad := range []string{"", "3", "3:", ":", "x:1", "3:x", "3:-1", "-1:3", "4294967296:1",
-		"3:4294967296", "vm(x):1", "vm(3:1", "pc(3):1", "3:1:2", "vsock:/3:1", " 3:1"} {
+		"3:4294967296", "vm(x):1", "vm(3:1", "pc(3):1", "3:1:2", "vsock:/3:1", " 3:1",
+		// The name must be the one (*vsock.Addr).String gives the number.
+		"vm():1", "host(7):1", "local(2):1", "vm(2):1", "hypervisor(1):5", "host():1", "vm(-3):1"} {
 		_, err := vsockns.ParseAddr(bad)
 		var ae *vsockns.AddrError
 		require.ErrorAs(t, err, &ae, "%q", bad)
@@ -53,11 +56,14 @@ func TestParseAddrRoundTrip(t *testing.T) {
 func TestDialerRejectsBadInput(t *testing.T) {
 	var d vsockns.Dialer
 	for _, tc := range []struct{ network, address string }{
-		{"tcp", "3:1024"},
-		{"", "3:1024"},
 		{"vsock", "3"},
 		{"vsock", ":1024"}, // no CID to dial
 		{"vsock", "3:99999999999"},
+		{"vsock", "vm():5"},
+		{"vsock", "host(7):5"},
+		{"vsock", "local(2):5"},
+		{"vsock", "4294967295:5"}, // VMADDR_CID_ANY
+		{"vsock", "vm(4294967295):5"},
 	} {
 		c, err := d.DialContext(context.Background(), tc.network, tc.address)
 		assert.Nil(t, c, "%+v", tc)
@@ -67,18 +73,47 @@ func TestDialerRejectsBadInput(t *testing.T) {
 		var ae *vsockns.AddrError
 		assert.ErrorAs(t, err, &ae, "%+v", tc)
 	}
+	// An unknown network is package net's error for it.
+	for _, network := range []string{"tcp", "", "vsock4"} {
+		c, err := d.DialContext(context.Background(), network, "3:1024")
+		assert.Nil(t, c)
+		var une net.UnknownNetworkError
+		require.ErrorAs(t, err, &une, "%q", network)
+		assert.Equal(t, network, string(une))
+	}
 	var lc vsockns.ListenConfig
 	l, err := lc.Listen(context.Background(), "unix", ":1024")
 	assert.Nil(t, l)
+	var une net.UnknownNetworkError
+	assert.ErrorAs(t, err, &une)
+
+	// VMADDR_CID_ANY is refused by DialVsock too, before any socket exists.
+	_, err = d.DialVsock(context.Background(), 0xffffffff, 1024)
 	var ae *vsockns.AddrError
 	assert.ErrorAs(t, err, &ae)
+	_, err = vsockns.Dial(0, 0xffffffff, 1024)
+	assert.ErrorAs(t, err, &ae)
 
+	// A nil context is an error (not a panic, not Background) for dial,
+	// listen and accept alike.
 	//lint:ignore SA1012 a nil context is exactly the bad input under test
 	_, err = d.DialVsock(nil, 3, 1024)
 	var oe *net.OpError
 	require.ErrorAs(t, err, &oe)
 	assert.Equal(t, "vsock", oe.Net)
 	assert.ErrorContains(t, err, "nil context")
+	//lint:ignore SA1012 a nil context is exactly the bad input under test
+	_, err = lc.ListenVsock(nil, 0xffffffff, 0)
+	require.ErrorAs(t, err, &oe)
+	assert.Equal(t, "listen", oe.Op)
+	assert.ErrorContains(t, err, "nil context")
+}
+
+// ErrNotSupported is also errors.ErrUnsupported.
+func TestErrNotSupportedIsUnsupported(t *testing.T) {
+	assert.ErrorIs(t, vsockns.ErrNotSupported, errors.ErrUnsupported)
+	assert.ErrorIs(t, fmt.Errorf("wrapped: %w", vsockns.ErrNotSupported), errors.ErrUnsupported)
+	assert.NotErrorIs(t, errors.ErrUnsupported, vsockns.ErrNotSupported)
 }
 
 func TestModeFunctionsRejectInvalidMode(t *testing.T) {

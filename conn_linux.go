@@ -8,12 +8,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/mdlayher/socket"
 	"github.com/mdlayher/vsock"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,6 +23,7 @@ import (
 type Conn struct {
 	c             *socket.Conn
 	local, remote *vsock.Addr
+	closed        atomic.Bool
 }
 
 // Read implements net.Conn.
@@ -37,8 +38,14 @@ func (c *Conn) Write(b []byte) (int, error) {
 	return n, c.opError("write", err)
 }
 
-// Close closes the connection.
-func (c *Conn) Close() error { return c.opError("close", c.c.Close()) }
+// Close closes the connection. Closing it again returns an error wrapping
+// net.ErrClosed, as package net's connections do.
+func (c *Conn) Close() error {
+	if c.closed.Swap(true) {
+		return c.opError("close", net.ErrClosed)
+	}
+	return c.opError("close", c.c.Close())
+}
 
 // CloseRead shuts down the reading side.
 func (c *Conn) CloseRead() error { return c.opError("close", c.c.CloseRead()) }
@@ -79,8 +86,9 @@ func (c *Conn) opError(op string, err error) error {
 
 // A Listener accepts vsock connections in the namespace it was created in.
 type Listener struct {
-	c    *socket.Conn
-	addr *vsock.Addr
+	c      *socket.Conn
+	addr   *vsock.Addr
+	closed atomic.Bool
 }
 
 // Accept waits for the next connection; the net.Conn is a *Conn.
@@ -92,10 +100,11 @@ func (l *Listener) Accept() (net.Conn, error) {
 	return c, nil
 }
 
-// AcceptContext waits for the next connection until ctx is done.
+// AcceptContext waits for the next connection until ctx is done. A nil
+// ctx is an error, as for DialVsock and ListenVsock.
 func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
 	if ctx == nil {
-		ctx = context.Background()
+		return nil, opError("accept", errNilContext, l.addr, nil)
 	}
 	c, rsa, err := l.c.Accept(ctx, 0)
 	if err != nil {
@@ -122,8 +131,14 @@ func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
 // Addr returns the listening address, a *vsock.Addr.
 func (l *Listener) Addr() net.Addr { return l.addr }
 
-// Close stops listening; accepted connections stay open.
-func (l *Listener) Close() error { return opError("close", l.c.Close(), l.addr, nil) }
+// Close stops listening; accepted connections stay open. Closing it again
+// returns an error wrapping net.ErrClosed.
+func (l *Listener) Close() error {
+	if l.closed.Swap(true) {
+		return opError("close", net.ErrClosed, l.addr, nil)
+	}
+	return opError("close", l.c.Close(), l.addr, nil)
+}
 
 // SetDeadline sets the deadline for Accept.
 func (l *Listener) SetDeadline(t time.Time) error {
@@ -147,7 +162,13 @@ func opError(op string, err error, local, remote *vsock.Addr) error {
 	}
 	var pe *os.PathError
 	if errors.As(err, &pe) {
-		err = pe.Err // the os.File's name is ours; the op says enough
+		// The os.File's name is ours; the op says enough. A system call's
+		// errno stays inside an *os.SyscallError, as package net has it.
+		err = pe.Err
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			err = os.NewSyscallError(pe.Op, errno)
+		}
 	}
 	switch {
 	case err == io.EOF:
@@ -176,21 +197,18 @@ func opError(op string, err error, local, remote *vsock.Addr) error {
 	return oe
 }
 
-// newSocket creates a vsock stream socket in ns. This is the only step that
-// runs inside the namespace.
-func newSocket(ns netns.NsHandle) (*socket.Conn, error) {
-	fd := -1
-	err := inNamespace(ns, func() (err error) {
-		fd, err = unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		return err
-	})
+// newSocket creates a vsock socket of typ in ref's namespace. This is the
+// only step that runs inside the namespace.
+func newSocket(ctx context.Context, ref nsRef, typ int) (*socket.Conn, error) {
+	b, err := ref.backend()
 	if err != nil {
-		if fd >= 0 {
-			unix.Close(fd) // created, but the thread could not be restored
-		}
+		return nil, err
+	}
+	fd, err := b.socket(ctx, typ)
+	if err != nil {
 		return nil, socketError(err)
 	}
-	c, err := socket.New(fd, "vsock")
+	c, err := socket.New(fd, Network)
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -242,21 +260,24 @@ func (e *explained) Unwrap() []error {
 	return []error{e.err}
 }
 
-func dial(ctx context.Context, ns netns.NsHandle, cid, port uint32) (*Conn, error) {
+func dial(ctx context.Context, ref nsRef, cid, port uint32) (*Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, dialError(cid, port, err)
 	}
-	c, err := newSocket(ns)
+	c, err := newSocket(ctx, ref, unix.SOCK_STREAM)
 	if err != nil {
 		return nil, dialError(cid, port, err)
 	}
 	if d, ok := ctx.Deadline(); ok {
-		// The kernel gives up after its own connect timeout (2 s by
-		// default) even for non-blocking sockets; never let it end the
-		// connect before the caller's deadline does.
-		if err := setConnectTimeout(c, time.Until(d)+time.Second); err != nil {
-			c.Close()
-			return nil, dialError(cid, port, err)
+		// The kernel gives up after its own connect timeout even for
+		// non-blocking sockets; never let it end the connect before the
+		// caller's deadline does. A shorter deadline needs nothing: the
+		// context ends the connect first.
+		if until := time.Until(d); until > kernelConnectTimeout {
+			if err := setConnectTimeout(c, until+time.Second); err != nil {
+				c.Close()
+				return nil, dialError(cid, port, err)
+			}
 		}
 	}
 	rsa, err := c.Connect(ctx, &unix.SockaddrVM{CID: cid, Port: port})
@@ -293,6 +314,10 @@ func connectError(err error) error {
 	return err
 }
 
+// kernelConnectTimeout is the kernel's default SO_VM_SOCKETS_CONNECT_TIMEOUT
+// (VSOCK_DEFAULT_CONNECT_TIMEOUT, 2 s), which every new socket starts with.
+const kernelConnectTimeout = 2 * time.Second
+
 func setConnectTimeout(c *socket.Conn, d time.Duration) error {
 	if d <= 0 {
 		return nil
@@ -316,7 +341,7 @@ func listen(ctx context.Context, lc *ListenConfig, cid, port uint32) (*Listener,
 	if err := ctx.Err(); err != nil {
 		return nil, opError("listen", err, laddr, nil)
 	}
-	c, err := newSocket(lc.Namespace)
+	c, err := newSocket(ctx, nsRef{lc.Namespace, lc.NetNS}, unix.SOCK_STREAM)
 	if err != nil {
 		return nil, opError("listen", err, laddr, nil)
 	}

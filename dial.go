@@ -2,6 +2,7 @@ package vsockns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -27,6 +28,10 @@ type Dialer struct {
 	// calling thread's namespace. The handle must stay open during each
 	// dial; the resulting connections do not need it.
 	Namespace netns.NsHandle
+
+	// NetNS, if not nil, is the namespace the socket is created in, as an
+	// owning reference (see Namespace); then Namespace must be left zero.
+	NetNS *Namespace
 
 	// Timeout bounds each dial, like net.Dialer's Timeout. Zero means no
 	// timeout beyond the context's; the kernel still gives up after its own
@@ -66,14 +71,20 @@ func (d *Dialer) Dial(network, address string) (net.Conn, error) {
 //
 // Only the socket(2) call runs inside the namespace; the connect runs on
 // the calling goroutine through Go's network poller and honours ctx. If the
-// effective deadline is later than the kernel's connect timeout, the
-// socket's SO_VM_SOCKETS_CONNECT_TIMEOUT is raised to match it.
+// effective deadline is later than the kernel's default connect timeout
+// (2 s), the socket's SO_VM_SOCKETS_CONNECT_TIMEOUT is raised to match it;
+// otherwise the kernel's default stays. Dialing VMADDR_CID_ANY is refused
+// before any socket exists.
 //
 // A connect that the namespaces' modes forbid fails with an error for which
 // errors.Is(err, syscall.ECONNRESET) holds.
 func (d *Dialer) DialVsock(ctx context.Context, cid, port uint32) (*Conn, error) {
 	if ctx == nil {
-		return nil, dialError(cid, port, fmt.Errorf("nil context"))
+		return nil, dialError(cid, port, errNilContext)
+	}
+	if cid == vmaddrCIDAny {
+		return nil, dialError(cid, port, &AddrError{Network: Network, Address: (&vsock.Addr{ContextID: cid, Port: port}).String(),
+			Reason: "VMADDR_CID_ANY (4294967295) is for listening; a dial needs a CID"})
 	}
 	if d.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -85,7 +96,7 @@ func (d *Dialer) DialVsock(ctx context.Context, cid, port uint32) (*Conn, error)
 		ctx, cancel = context.WithDeadline(ctx, d.Deadline)
 		defer cancel()
 	}
-	return dial(ctx, d.Namespace, cid, port)
+	return dial(ctx, nsRef{d.Namespace, d.NetNS}, cid, port)
 }
 
 // Dial connects to cid:port from namespace ns. It is the zero Dialer's
@@ -99,6 +110,10 @@ func DialContext(ctx context.Context, ns netns.NsHandle, cid, port uint32) (*Con
 	d := Dialer{Namespace: ns}
 	return d.DialVsock(ctx, cid, port)
 }
+
+// errNilContext is the error of an operation given a nil context; dials,
+// listens and accepts treat it alike.
+var errNilContext = errors.New("nil context")
 
 func dialError(cid, port uint32, err error) error {
 	return &net.OpError{Op: "dial", Net: Network, Addr: &vsock.Addr{ContextID: cid, Port: port}, Err: err}
@@ -117,7 +132,10 @@ func (e *AddrError) Error() string {
 // ParseAddr parses a vsock address: "CID:PORT", with CID a number, one of
 // "hypervisor", "local", "host", the "vm(42)"-style form of
 // (*vsock.Addr).String, or empty (any CID, VMADDR_CID_ANY); an optional
-// "vsock://" prefix is removed. PORT is a decimal number.
+// "vsock://" prefix is removed. PORT is a decimal number. In the "vm(42)"
+// form the name must match the number as String prints it ("host(2)",
+// not "host(7)" or "vm(2)"), and the number must be there ("vm()" is
+// refused).
 func ParseAddr(address string) (*vsock.Addr, error) {
 	bad := func(reason string) (*vsock.Addr, error) {
 		return nil, &AddrError{Network: Network, Address: address, Reason: reason}
@@ -141,17 +159,17 @@ func ParseAddr(address string) (*vsock.Addr, error) {
 
 func parseCID(s string) (uint32, bool) {
 	if name, num, ok := strings.Cut(s, "("); ok {
-		// "host(2)", "vm(42)": trust the number, check the name.
+		// "host(2)", "vm(42)": the form (*vsock.Addr).String prints. The
+		// name must be the one String gives that number.
 		num, ok = strings.CutSuffix(num, ")")
-		if !ok {
+		if !ok || num == "" {
 			return 0, false
 		}
-		switch name {
-		case "hypervisor", "local", "host", "vm":
-		default:
+		v, err := strconv.ParseUint(num, 10, 32)
+		if err != nil || cidName(uint32(v)) != name {
 			return 0, false
 		}
-		s = num
+		return uint32(v), true
 	}
 	switch s {
 	case "":
@@ -167,13 +185,26 @@ func parseCID(s string) (uint32, bool) {
 	return uint32(v), err == nil
 }
 
+// cidName is the name (*vsock.Addr).String gives cid.
+func cidName(cid uint32) string {
+	switch cid {
+	case vsock.Hypervisor:
+		return "hypervisor"
+	case vsock.Local:
+		return "local"
+	case vsock.Host:
+		return "host"
+	}
+	return "vm"
+}
+
 // vmaddrCIDAny is VMADDR_CID_ANY, defined here for all platforms.
 const vmaddrCIDAny = ^uint32(0)
 
 // resolve checks network and parses address for op ("dial" or "listen").
 func resolve(op, network, address string) (*vsock.Addr, error) {
 	if network != Network {
-		return nil, &net.OpError{Op: op, Net: network, Err: &AddrError{Network: network, Address: address, Reason: "unknown network (want \"vsock\")"}}
+		return nil, &net.OpError{Op: op, Net: network, Err: net.UnknownNetworkError(network)}
 	}
 	a, err := ParseAddr(address)
 	if err != nil {

@@ -357,14 +357,25 @@ func TestListenerAcceptContext(t *testing.T) {
 	assert.Equal(t, "accept", oe.Op)
 
 	port := l.Addr().(*vsock.Addr).Port
+	dialed := make(chan error, 1)
 	go func() {
-		if c, err := vsockns.Dial(netns.None(), vsock.Local, port); err == nil {
+		c, err := vsockns.Dial(netns.None(), vsock.Local, port)
+		if err == nil {
 			defer c.Close()
-			_, _ = c.Write([]byte("hi"))
+			_, err = c.Write([]byte("hi"))
 		}
+		dialed <- err
 	}()
-	c, err := l.AcceptContext(context.Background())
-	require.NoError(t, err)
+	// Never wait without a deadline: a failed dial must fail the test, not
+	// hang it until the suite's timeout.
+	actx, acancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer acancel()
+	c, err := l.AcceptContext(actx)
+	if err != nil {
+		// The dial ends by itself (the kernel's 2 s connect timeout at most).
+		t.Fatalf("accept: %v (the dial: %v)", err, <-dialed)
+	}
+	require.NoError(t, <-dialed)
 	defer c.Close()
 	assert.Equal(t, &vsock.Addr{ContextID: vsock.Local, Port: port}, c.LocalAddr())
 	assert.Equal(t, uint32(vsock.Local), c.RemoteAddr().(*vsock.Addr).ContextID)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 
+	"github.com/mdlayher/vsock"
+
 	"github.com/vishvananda/netns"
 )
 
@@ -14,6 +16,10 @@ type ListenConfig struct {
 	// in. In a local namespace only peers of that namespace can connect.
 	// The zero handle and netns.None() mean the calling thread's namespace.
 	Namespace netns.NsHandle
+
+	// NetNS, if not nil, is the namespace the listener is created in, as an
+	// owning reference (see Namespace); then Namespace must be left zero.
+	NetNS *Namespace
 
 	// Backlog is listen(2)'s backlog; zero means SOMAXCONN.
 	Backlog int
@@ -38,10 +44,10 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (ne
 
 // ListenVsock listens on cid:port inside the ListenConfig's namespace. ctx
 // is checked before the socket is created; it does not affect the listener
-// once it exists.
+// once it exists. A nil ctx is an error, as for DialVsock.
 func (lc *ListenConfig) ListenVsock(ctx context.Context, cid, port uint32) (*Listener, error) {
 	if ctx == nil {
-		ctx = context.Background()
+		return nil, &net.OpError{Op: "listen", Net: Network, Addr: &vsock.Addr{ContextID: cid, Port: port}, Err: errNilContext}
 	}
 	return listen(ctx, lc, cid, port)
 }

@@ -2,6 +2,8 @@ package vsockns
 
 import (
 	"fmt"
+	"net"
+	"sync"
 
 	"github.com/vishvananda/netns"
 )
@@ -60,6 +62,32 @@ func NamespaceFromPidfd(pidfd int) (netns.NsHandle, error) {
 	return namespaceFromPidfd(pidfd, -1)
 }
 
+// OpenNamespace returns an owning reference to the namespace h refers to,
+// with a descriptor of its own: h may be closed (and its number reused)
+// afterwards. The zero handle and netns.None() mean the calling thread's
+// namespace. Any other negative handle fails with an error wrapping
+// syscall.EBADF, and a descriptor that is not a network namespace with one
+// wrapping syscall.EINVAL.
+func OpenNamespace(h netns.NsHandle) (*Namespace, error) { return openNamespace(h) }
+
+// OpenNamespacePath returns an owning reference to the network namespace
+// at path: a bind mount such as /run/netns/NAME (what `ip netns add`
+// makes) or /proc/PID/ns/net.
+func OpenNamespacePath(path string) (*Namespace, error) { return openNamespacePath(path) }
+
+// OpenNamespacePID returns an owning reference to the network namespace of
+// process pid, checked through a pidfd as [NamespaceFromPID] is: a PID that
+// was reused is an error, never another process's namespace.
+func OpenNamespacePID(pid int) (*Namespace, error) { return openNamespacePID(pid) }
+
+// CreateNamespace is [NewNamespace] returning an owning reference.
+func CreateNamespace(m Mode) (*Namespace, error) {
+	if !m.Valid() {
+		return nil, &ModeError{Value: m.String()}
+	}
+	return createNamespace(m)
+}
+
 // NameError reports an unusable namespace name.
 type NameError struct {
 	Name   string
@@ -68,4 +96,99 @@ type NameError struct {
 
 func (e *NameError) Error() string {
 	return fmt.Sprintf("vsockns: invalid namespace name %q: %s", e.Name, e.Reason)
+}
+
+// A Namespace is an owning reference to a network namespace: a file
+// descriptor of its own (duplicated from whatever it was made from, so
+// closing the original handle, and the kernel reusing that descriptor
+// number for another namespace, change nothing), and the namespace's
+// identity. It offers everything the handle functions offer. A long-lived
+// agent that serves VMs in many namespaces keeps one per namespace, keyed
+// by [Namespace.ID].
+//
+// Make one with [OpenNamespace], [OpenNamespacePath], [OpenNamespacePID] or
+// [CreateNamespace]; the zero Namespace refers to nothing. A Namespace is
+// safe for concurrent use. Close releases it: operations after Close fail
+// with [ErrNamespaceClosed], and Close waits for operations still inside
+// the namespace. Sockets and devices created through it do not need it.
+type Namespace struct {
+	mu   sync.RWMutex
+	fd   int
+	open bool // false for the zero Namespace and after Close
+	id   NamespaceID
+}
+
+// NamespaceID identifies a namespace for as long as it exists: the device
+// and inode numbers of its nsfs file (what `readlink /proc/PID/ns/net`
+// shows as net:[INODE]). Two references to one namespace have equal IDs;
+// unlike a PID, an ID is never reused while the namespace lives. It is
+// comparable, for use as a map key.
+type NamespaceID struct {
+	Dev, Ino uint64
+}
+
+// String formats id the way /proc/PID/ns/net names the namespace.
+func (id NamespaceID) String() string { return fmt.Sprintf("net:[%d]", id.Ino) }
+
+// ErrNamespaceClosed is the error of an operation on a closed (or zero)
+// Namespace. errors.Is(err, net.ErrClosed) also holds.
+var ErrNamespaceClosed error = closedError{}
+
+type closedError struct{}
+
+func (closedError) Error() string        { return "vsockns: use of a closed network namespace reference" }
+func (closedError) Is(target error) bool { return target == net.ErrClosed }
+
+// ID returns the namespace's identity (zero for the zero Namespace).
+func (n *Namespace) ID() NamespaceID { return n.id }
+
+// String describes the namespace for messages: "network namespace net:[INODE]".
+func (n *Namespace) String() string {
+	if n == nil || n.id == (NamespaceID{}) {
+		return "no network namespace"
+	}
+	return "network namespace " + n.id.String()
+}
+
+// Dialer returns a Dialer whose sockets are created in n.
+func (n *Namespace) Dialer() *Dialer { return &Dialer{NetNS: n} }
+
+// ListenConfig returns a ListenConfig whose listeners are created in n.
+func (n *Namespace) ListenConfig() *ListenConfig { return &ListenConfig{NetNS: n} }
+
+// Mode returns n's vsock mode; see [NamespaceMode].
+func (n *Namespace) Mode() (Mode, error) { return readMode(nsRef{n: n}, "ns_mode") }
+
+// ChildMode returns n's child_ns_mode; see [ChildMode].
+func (n *Namespace) ChildMode() (Mode, error) { return readMode(nsRef{n: n}, "child_ns_mode") }
+
+// SetChildMode writes n's child_ns_mode; see [SetChildMode].
+func (n *Namespace) SetChildMode(m Mode) error {
+	if !m.Valid() {
+		return &ModeError{Value: m.String()}
+	}
+	return setChildMode(nsRef{n: n}, m)
+}
+
+// G2HFallback reports n's g2h_fallback sysctl; see [G2HFallback].
+func (n *Namespace) G2HFallback() (bool, error) { return g2hFallback(nsRef{n: n}) }
+
+// SetG2HFallback writes n's g2h_fallback sysctl.
+func (n *Namespace) SetG2HFallback(on bool) error { return setG2HFallback(nsRef{n: n}, on) }
+
+// OpenVhost opens /dev/vhost-vsock in n; see [OpenVhost].
+func (n *Namespace) OpenVhost() (*Vhost, error) { return openVhost(nsRef{n: n}) }
+
+// AllocateGuestCID claims the first free guest CID in [lo, hi] of n's CID
+// pool; see [AllocateGuestCID].
+func (n *Namespace) AllocateGuestCID(lo, hi uint32) (*Vhost, uint32, error) {
+	return allocateGuestCID(nsRef{n: n}, lo, hi)
+}
+
+// nsRef is the namespace an entry point was given: a handle (the zero
+// handle and netns.None() meaning the calling thread's namespace) or an
+// owning reference, never both.
+type nsRef struct {
+	h netns.NsHandle
+	n *Namespace
 }

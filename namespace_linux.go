@@ -3,10 +3,12 @@
 package vsockns
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/vishvananda/netns"
@@ -20,7 +22,7 @@ func newNamespace(m Mode) (netns.NsHandle, error) {
 		return netns.None(), fmt.Errorf("vsockns: new %s namespace: %w", m, err)
 	}
 	fd := -1
-	err := nsthread.Run(-1, func() error {
+	err := nsthread.Run(context.Background(), nsthread.Long, nsthread.Caller(), func() error {
 		// A private parent whose child_ns_mode is ours to set: neither the
 		// caller's namespace nor the init namespace is written.
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
@@ -189,4 +191,253 @@ func checkName(name string) error {
 		return &NameError{name, "longer than 255 bytes"}
 	}
 	return nil
+}
+
+// The bridge from the package's entry points to internal/nsthread: every
+// call that must run inside a namespace (socket(2), open(2) of
+// /dev/vhost-vsock, a sysctl) goes through a backend, resolved from what the
+// entry point was given.
+
+// A backend performs the calls that must happen inside one namespace.
+type backend interface {
+	// socket creates an AF_VSOCK socket of typ, non-blocking and
+	// close-on-exec.
+	socket(ctx context.Context, typ int) (int, error)
+	// openVhost opens VhostDevice read-write, close-on-exec.
+	openVhost(ctx context.Context) (int, error)
+	readSysctl(ctx context.Context, name string) (string, error)
+	writeSysctl(ctx context.Context, name, value string) error
+	// String names the namespace in error messages.
+	String() string
+}
+
+// backend resolves ref, refusing a negative handle other than netns.None()
+// before any thread moves, and a ref naming both a handle and a Namespace.
+func (ref nsRef) backend() (backend, error) {
+	if ref.n != nil {
+		if !callerHandle(ref.h) {
+			return nil, errors.New("vsockns: both a namespace handle and a *Namespace were given; set one")
+		}
+		return ref.n, nil
+	}
+	if callerHandle(ref.h) {
+		return threadBackend{}, nil
+	}
+	if ref.h < 0 {
+		return nil, badHandle(ref.h)
+	}
+	return entered{nsthread.FD(int(ref.h)), fmt.Sprintf("network namespace fd %d", int(ref.h))}, nil
+}
+
+// callerHandle reports whether h means "the calling thread's namespace".
+func callerHandle(h netns.NsHandle) bool { return h == 0 || h == netns.None() }
+
+// badHandle is the error for a negative handle other than netns.None().
+func badHandle(h netns.NsHandle) error {
+	return &explained{os.NewSyscallError("setns", unix.EBADF),
+		fmt.Sprintf("namespace handle %d is not a file descriptor (only 0 and netns.None() mean the calling thread's namespace)", int(h)), nil}
+}
+
+// inside is a namespace that fn can be run in, on the calling thread or on
+// a thread moved there; the backends' four calls are built on it.
+type inside interface {
+	do(ctx context.Context, fn func() error) error
+}
+
+func socketIn(ctx context.Context, in inside, typ int) (int, error) {
+	fd := -1
+	err := in.do(ctx, func() (err error) {
+		fd, err = unix.Socket(unix.AF_VSOCK, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			err = os.NewSyscallError("socket", err)
+		}
+		return err
+	})
+	if err != nil && fd >= 0 {
+		unix.Close(fd) // created, but the thread could not be restored
+		fd = -1
+	}
+	return fd, err
+}
+
+func openVhostIn(ctx context.Context, in inside) (int, error) {
+	fd := -1
+	err := in.do(ctx, func() (err error) {
+		fd, err = unix.Open(VhostDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		return err
+	})
+	if err != nil && fd >= 0 {
+		unix.Close(fd)
+		fd = -1
+	}
+	return fd, err
+}
+
+func readSysctlIn(ctx context.Context, in inside, name string) (string, error) {
+	var s string
+	err := in.do(ctx, func() (err error) {
+		s, err = readSysctl(name)
+		return err
+	})
+	return s, err
+}
+
+func writeSysctlIn(ctx context.Context, in inside, name, value string) error {
+	return in.do(ctx, func() error { return writeSysctl(name, value) })
+}
+
+// threadBackend is the calling thread's own namespace: no switch.
+type threadBackend struct{}
+
+func (threadBackend) do(_ context.Context, fn func() error) error { return fn() }
+
+func (b threadBackend) socket(ctx context.Context, typ int) (int, error) {
+	return socketIn(ctx, b, typ)
+}
+func (b threadBackend) openVhost(ctx context.Context) (int, error) { return openVhostIn(ctx, b) }
+func (b threadBackend) readSysctl(ctx context.Context, name string) (string, error) {
+	return readSysctlIn(ctx, b, name)
+}
+func (b threadBackend) writeSysctl(ctx context.Context, name, value string) error {
+	return writeSysctlIn(ctx, b, name, value)
+}
+func (threadBackend) String() string { return "the current network namespace" }
+
+// entered is a namespace that nsthread enters through a descriptor the
+// caller owns (a netns.NsHandle).
+type entered struct {
+	target nsthread.Target
+	name   string
+}
+
+func (e entered) do(ctx context.Context, fn func() error) error {
+	return nsthread.Run(ctx, nsthread.Short, e.target, fn)
+}
+
+func (e entered) socket(ctx context.Context, typ int) (int, error) { return socketIn(ctx, e, typ) }
+func (e entered) openVhost(ctx context.Context) (int, error)       { return openVhostIn(ctx, e) }
+func (e entered) readSysctl(ctx context.Context, name string) (string, error) {
+	return readSysctlIn(ctx, e, name)
+}
+func (e entered) writeSysctl(ctx context.Context, name, value string) error {
+	return writeSysctlIn(ctx, e, name, value)
+}
+func (e entered) String() string { return e.name }
+
+// do runs fn in n, holding n open (Close waits) for as long as fn runs.
+func (n *Namespace) do(ctx context.Context, fn func() error) error {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if !n.open {
+		return ErrNamespaceClosed
+	}
+	return nsthread.Run(ctx, nsthread.Short, nsthread.FD(n.fd), fn)
+}
+
+func (n *Namespace) socket(ctx context.Context, typ int) (int, error) {
+	return socketIn(ctx, n, typ)
+}
+func (n *Namespace) openVhost(ctx context.Context) (int, error) { return openVhostIn(ctx, n) }
+func (n *Namespace) readSysctl(ctx context.Context, name string) (string, error) {
+	return readSysctlIn(ctx, n, name)
+}
+func (n *Namespace) writeSysctl(ctx context.Context, name, value string) error {
+	return writeSysctlIn(ctx, n, name, value)
+}
+
+// Close releases n's descriptor, once every operation still inside the
+// namespace has finished. A second Close returns ErrNamespaceClosed.
+func (n *Namespace) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.open {
+		return ErrNamespaceClosed
+	}
+	n.open = false
+	if err := unix.Close(n.fd); err != nil {
+		return fmt.Errorf("vsockns: close %s: %w", n, os.NewSyscallError("close", err))
+	}
+	return nil
+}
+
+// Handle returns a new handle (a duplicate descriptor) to n's namespace,
+// for APIs that take a netns.NsHandle; the caller closes it.
+func (n *Namespace) Handle() (netns.NsHandle, error) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if !n.open {
+		return netns.None(), ErrNamespaceClosed
+	}
+	fd, err := unix.FcntlInt(uintptr(n.fd), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return netns.None(), fmt.Errorf("vsockns: %s: %w", n, os.NewSyscallError("fcntl", err))
+	}
+	return netns.NsHandle(fd), nil
+}
+
+// adoptNamespace makes a Namespace of fd, which it owns from then on
+// (closed on error), after checking that fd is a network namespace.
+func adoptNamespace(fd int, what string) (*Namespace, error) {
+	if t, err := unix.IoctlRetInt(fd, unix.NS_GET_NSTYPE); err != nil || t != unix.CLONE_NEWNET {
+		unix.Close(fd)
+		return nil, fmt.Errorf("vsockns: %s: %w", what, &explained{unix.EINVAL, "not a network namespace", nil})
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("vsockns: %s: %w", what, os.NewSyscallError("fstat", err))
+	}
+	return &Namespace{fd: fd, open: true, id: NamespaceID{Dev: st.Dev, Ino: st.Ino}}, nil
+}
+
+func openNamespace(h netns.NsHandle) (*Namespace, error) {
+	if callerHandle(h) {
+		fd, err := threadNamespace()
+		if err != nil {
+			return nil, fmt.Errorf("vsockns: open the current network namespace: %w", err)
+		}
+		return adoptNamespace(fd, "the current network namespace")
+	}
+	what := fmt.Sprintf("namespace handle %d", int(h))
+	if h < 0 {
+		return nil, fmt.Errorf("vsockns: %s: %w", what, badHandle(h))
+	}
+	// At 3 or above: a reference never takes a standard stream's number.
+	fd, err := unix.FcntlInt(uintptr(h), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return nil, fmt.Errorf("vsockns: %s: %w", what, os.NewSyscallError("fcntl", err))
+	}
+	return adoptNamespace(fd, what)
+}
+
+// threadNamespace opens the calling thread's namespace, with the goroutine
+// locked meanwhile so that "the calling thread" is one thread.
+func threadNamespace() (int, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return nsthread.Current()
+}
+
+func openNamespacePath(path string) (*Namespace, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("vsockns: open network namespace: %w", &os.PathError{Op: "open", Path: path, Err: err})
+	}
+	return adoptNamespace(fd, path)
+}
+
+func openNamespacePID(pid int) (*Namespace, error) {
+	h, err := namespaceFromPID(pid)
+	if err != nil {
+		return nil, err
+	}
+	return adoptNamespace(int(h), fmt.Sprintf("namespace of pid %d", pid))
+}
+
+func createNamespace(m Mode) (*Namespace, error) {
+	h, err := newNamespace(m)
+	if err != nil {
+		return nil, err
+	}
+	return adoptNamespace(int(h), fmt.Sprintf("new %s namespace", m))
 }

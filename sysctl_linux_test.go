@@ -3,6 +3,7 @@
 package vsockns_test
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -77,7 +78,7 @@ func TestNewNamespaceLeavesCallerChildModeUnwritten(t *testing.T) {
 		// Legacy: NewNamespace refuses before touching anything, and there
 		// is no child_ns_mode to write.
 		caller := plainNS(t)
-		err := nsthread.Run(int(caller), func() error {
+		err := nsthread.Run(context.Background(), nil, nsthread.FD(int(caller)), func() error {
 			_, err := vsockns.NewNamespace(vsockns.ModeLocal)
 			return err
 		})
@@ -89,7 +90,7 @@ func TestNewNamespaceLeavesCallerChildModeUnwritten(t *testing.T) {
 	for _, final := range []vsockns.Mode{vsockns.ModeLocal, vsockns.ModeGlobal} {
 		t.Run("then_"+final.String(), func(t *testing.T) {
 			caller := plainNS(t)
-			err := nsthread.Run(int(caller), func() error {
+			err := nsthread.Run(context.Background(), nil, nsthread.FD(int(caller)), func() error {
 				for i := range 20 {
 					m := vsockns.ModeLocal
 					if i%2 == 1 {

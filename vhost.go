@@ -27,23 +27,27 @@ const VhostDevice = "/dev/vhost-vsock"
 // vhost-vsock-pci,vhostfd=N) does it itself and fails if it was already
 // done. A Go VMM that drives the device calls SetOwner.
 func OpenVhost(ns netns.NsHandle) (*Vhost, error) {
-	return openVhost(ns)
+	return openVhost(nsRef{h: ns})
 }
 
 // AllocateGuestCID opens /dev/vhost-vsock in ns and claims the first free
-// CID in [min, max] of that namespace's CID pool, skipping reserved CIDs.
+// CID in [lo, hi] of that namespace's CID pool, skipping reserved CIDs.
 // The claim is the VHOST_VSOCK_SET_GUEST_CID ioctl itself, so concurrent
 // allocators (in this process or others) never get the same CID. When no
 // CID in the range is free, the error wraps ErrCIDInUse.
-func AllocateGuestCID(ns netns.NsHandle, min, max uint32) (*Vhost, uint32, error) {
-	if min > max {
-		return nil, 0, &CIDError{CID: min, Reason: fmt.Sprintf("empty range [%d, %d]", min, max)}
+func AllocateGuestCID(ns netns.NsHandle, lo, hi uint32) (*Vhost, uint32, error) {
+	return allocateGuestCID(nsRef{h: ns}, lo, hi)
+}
+
+func allocateGuestCID(ref nsRef, lo, hi uint32) (*Vhost, uint32, error) {
+	if lo > hi {
+		return nil, 0, &CIDError{CID: lo, Reason: fmt.Sprintf("empty range [%d, %d]", lo, hi)}
 	}
-	v, err := OpenVhost(ns)
+	v, err := openVhost(ref)
 	if err != nil {
 		return nil, 0, err
 	}
-	for cid := uint64(min); cid <= uint64(max); cid++ {
+	for cid := uint64(lo); cid <= uint64(hi); cid++ {
 		if reservedCID(uint32(cid)) {
 			continue
 		}
@@ -57,7 +61,7 @@ func AllocateGuestCID(ns netns.NsHandle, min, max uint32) (*Vhost, uint32, error
 		}
 	}
 	v.Close()
-	return nil, 0, fmt.Errorf("vsockns: no free guest CID in [%d, %d]: %w", min, max, ErrCIDInUse)
+	return nil, 0, fmt.Errorf("vsockns: no free guest CID in [%d, %d]: %w", lo, hi, ErrCIDInUse)
 }
 
 // CIDError reports a CID that cannot be given to a guest.

@@ -3,13 +3,13 @@
 package vsockns
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"sync/atomic"
 	"unsafe"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,23 +26,20 @@ type Vhost struct {
 	cid atomic.Uint32 // 0 until a CID is claimed
 }
 
-func openVhost(ns netns.NsHandle) (*Vhost, error) {
-	fd := -1
-	err := inNamespace(ns, func() (err error) {
-		fd, err = unix.Open(VhostDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
-		return err
-	})
+func openVhost(ref nsRef) (*Vhost, error) {
+	b, err := ref.backend()
 	if err != nil {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
+		return nil, fmt.Errorf("vsockns: open %s: %w", VhostDevice, err)
+	}
+	fd, err := b.openVhost(context.Background())
+	if err != nil {
 		var errno unix.Errno
 		if errors.As(err, &errno) && (errno == unix.ENOENT || errno == unix.ENODEV) {
 			err = fmt.Errorf("%w: %s is missing: load the vhost_vsock module (%w)", ErrNotSupported, VhostDevice, err)
 		} else if errno == unix.EBADF || errno == unix.EINVAL {
 			err = socketError(err) // a bad namespace handle, explained
 		}
-		return nil, fmt.Errorf("vsockns: open %s in %s: %w", VhostDevice, nsName(ns), err)
+		return nil, fmt.Errorf("vsockns: open %s in %s: %w", VhostDevice, b, err)
 	}
 	return &Vhost{f: os.NewFile(uintptr(fd), VhostDevice)}, nil
 }

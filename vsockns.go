@@ -46,9 +46,10 @@ import "errors"
 // errors.Is(err, syscall.EBUSY) hold.
 var (
 	// ErrNotSupported means the kernel has no vsock network namespaces
-	// (Linux < 7.0), vsock is not available (module not loaded), or the
-	// platform is not Linux. The error's text says which.
-	ErrNotSupported = errors.New("vsock network namespaces not supported")
+	// (Linux < 7.0) or lacks one of their sysctls, vsock is not available
+	// (module not loaded), or the platform is not Linux. The error's text
+	// says which. errors.Is(err, errors.ErrUnsupported) also holds.
+	ErrNotSupported error = notSupported{}
 
 	// ErrChildModeLocked means child_ns_mode was already written with a
 	// different value: it can be written once per namespace (EBUSY).
@@ -62,3 +63,8 @@ var (
 	// CID pool (EADDRINUSE).
 	ErrCIDInUse = errors.New("guest CID already in use")
 )
+
+type notSupported struct{}
+
+func (notSupported) Error() string        { return "vsock network namespaces not supported" }
+func (notSupported) Is(target error) bool { return target == errors.ErrUnsupported }

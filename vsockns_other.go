@@ -43,7 +43,7 @@ func (*Listener) Close() error                                 { return errPlatf
 func (*Listener) SetDeadline(time.Time) error                  { return errPlatform }
 func (*Listener) SyscallConn() (syscall.RawConn, error)        { return nil, errPlatform }
 
-func dial(_ context.Context, _ netns.NsHandle, cid, port uint32) (*Conn, error) {
+func dial(_ context.Context, _ nsRef, cid, port uint32) (*Conn, error) {
 	return nil, dialError(cid, port, errPlatform)
 }
 
@@ -51,10 +51,14 @@ func listen(_ context.Context, _ *ListenConfig, cid, port uint32) (*Listener, er
 	return nil, &net.OpError{Op: "listen", Net: Network, Addr: &vsock.Addr{ContextID: cid, Port: port}, Err: errPlatform}
 }
 
-func readMode(netns.NsHandle, string) (Mode, error)          { return 0, errPlatform }
-func setChildMode(netns.NsHandle, Mode) error                { return errPlatform }
-func g2hFallback(netns.NsHandle) (bool, error)               { return false, errPlatform }
-func setG2HFallback(netns.NsHandle, bool) error              { return errPlatform }
+func readMode(nsRef, string) (Mode, error)                   { return 0, errPlatform }
+func setChildMode(nsRef, Mode) error                         { return errPlatform }
+func g2hFallback(nsRef) (bool, error)                        { return false, errPlatform }
+func setG2HFallback(nsRef, bool) error                       { return errPlatform }
+func openNamespace(netns.NsHandle) (*Namespace, error)       { return nil, errPlatform }
+func openNamespacePath(string) (*Namespace, error)           { return nil, errPlatform }
+func openNamespacePID(int) (*Namespace, error)               { return nil, errPlatform }
+func createNamespace(Mode) (*Namespace, error)               { return nil, errPlatform }
 func supported() error                                       { return errPlatform }
 func newNamespace(Mode) (netns.NsHandle, error)              { return netns.None(), errPlatform }
 func newNamedNamespace(string, Mode) (netns.NsHandle, error) { return netns.None(), errPlatform }
@@ -65,7 +69,13 @@ func namespaceFromPidfd(int, int) (netns.NsHandle, error)    { return netns.None
 // A Vhost is an open /dev/vhost-vsock. Outside Linux none can be opened.
 type Vhost struct{}
 
-func openVhost(netns.NsHandle) (*Vhost, error) { return nil, errPlatform }
+func openVhost(nsRef) (*Vhost, error) { return nil, errPlatform }
+
+// Close releases nothing outside Linux; a Namespace cannot be made there.
+func (*Namespace) Close() error { return errPlatform }
+
+// Handle returns no handle outside Linux.
+func (*Namespace) Handle() (netns.NsHandle, error) { return netns.None(), errPlatform }
 
 func (*Vhost) File() *os.File           { return nil }
 func (*Vhost) Fd() uintptr              { return ^uintptr(0) }

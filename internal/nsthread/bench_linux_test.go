@@ -3,6 +3,7 @@
 package nsthread
 
 import (
+	"context"
 	"runtime"
 	"testing"
 
@@ -17,7 +18,7 @@ func BenchmarkRunNoop(b *testing.B) {
 	needRoot(b)
 	target := newNamespace(b)
 	for b.Loop() {
-		if err := Run(target, func() error { return nil }); err != nil {
+		if err := Run(context.Background(), nil, FD(target), func() error { return nil }); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -28,7 +29,7 @@ func BenchmarkRunSocket(b *testing.B) {
 	target := newNamespace(b)
 	for b.Loop() {
 		var fd int
-		if err := Run(target, func() (err error) {
+		if err := Run(context.Background(), nil, FD(target), func() (err error) {
 			fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 			return err
 		}); err != nil {
@@ -102,7 +103,7 @@ func BenchmarkRunVsockSocket(b *testing.B) {
 	target := newNamespace(b)
 	for b.Loop() {
 		var fd int
-		if err := Run(target, func() (err error) {
+		if err := Run(context.Background(), nil, FD(target), func() (err error) {
 			fd, err = vsockSocket()
 			return err
 		}); err != nil {

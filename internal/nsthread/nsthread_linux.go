@@ -11,6 +11,7 @@
 package nsthread
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -31,8 +32,74 @@ import (
 // the main thread.)
 var ErrRestore = errors.New("could not restore the thread's network namespace; the thread was discarded")
 
-// slots limits how many threads are inside Run at once.
-var slots = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+// ErrGoexit is Run's error when fn called runtime.Goexit (t.FailNow does)
+// instead of returning. The thread fn ran on is discarded like one that
+// could not be restored.
+var ErrGoexit = errors.New("the function run in the namespace called runtime.Goexit; its thread was discarded")
+
+// A Target is the network namespace Run runs fn in: [Caller] or [FD]. The
+// zero Target names no namespace, and Run refuses it.
+type Target struct {
+	fd   int
+	kind targetKind
+}
+
+type targetKind uint8
+
+const (
+	kindNone   targetKind = iota // the zero Target
+	kindFD                       // the namespace fd refers to
+	kindCaller                   // the calling thread's namespace
+)
+
+// Caller is the calling thread's network namespace: fn runs on another
+// thread, but in the same namespace as the caller's thread, which may differ
+// from the process's when the caller locked its thread and moved it.
+func Caller() Target { return Target{fd: -1, kind: kindCaller} }
+
+// FD is the network namespace that the file descriptor fd refers to. A
+// negative fd is refused by Run with EBADF.
+func FD(fd int) Target { return Target{fd: fd, kind: kindFD} }
+
+// String describes t for error messages.
+func (t Target) String() string {
+	switch t.kind {
+	case kindFD:
+		return fmt.Sprintf("network namespace fd %d", t.fd)
+	case kindCaller:
+		return "the calling thread's network namespace"
+	}
+	return "no network namespace (zero nsthread.Target)"
+}
+
+// A Pool bounds how many threads are inside Run at once for one kind of
+// work. Each Run occupies an OS thread for its few system calls, and a slow
+// one (or many at once) would otherwise make the runtime start a thread
+// per concurrent caller. Waiting callers are parked goroutines, not threads,
+// and give up when their context is done.
+type Pool struct {
+	slots chan struct{}
+}
+
+// NewPool returns a pool that lets n Runs in at once (at least one).
+func NewPool(n int) *Pool { return &Pool{slots: make(chan struct{}, max(1, n))} }
+
+// Size is how many Runs the pool lets in at once.
+func (p *Pool) Size() int { return cap(p.slots) }
+
+// Two pools, so that slow work cannot starve fast work:
+var (
+	// Short is for a few quick system calls (socket, open, a sysctl). Its
+	// size is the number of Ps (at least two): more threads than Ps
+	// cannot run these calls any sooner.
+	Short = NewPool(max(2, runtime.GOMAXPROCS(0)))
+
+	// Long is for namespace creation (unshare(2) twice and a sysctl
+	// write), which the kernel serialises in part and which takes
+	// milliseconds: it gets threads of its own, so creating many
+	// namespaces never holds up a dial.
+	Long = NewPool(max(1, runtime.GOMAXPROCS(0)/2))
+)
 
 // setns is replaced by this package's tests only.
 var setns = rawSetns
@@ -61,102 +128,199 @@ func rawSetns(fd, nstype int) error {
 	return nil
 }
 
-// Run calls fn on a locked OS thread. If target is a file descriptor (>= 0),
-// the thread is in that network namespace while fn runs; if target < 0, it
-// is in the calling thread's namespace (fn may change it, e.g. with
-// unshare(2), and Run restores it all the same).
+// Run calls fn on a locked OS thread that is in target's network namespace
+// while fn runs (fn may change it, e.g. with unshare(2); Run restores the
+// thread all the same). It waits for a place in pool (nil means Short)
+// until ctx is done; once fn has started, ctx no longer matters.
 //
 // Run runs fn on a goroutine of its own, so that a thread that cannot be
 // restored is discarded without touching the caller's goroutine. That
 // goroutine starts on an ordinary (unlocked) thread, which is in the
 // process's home namespace; afterwards the thread is moved back there.
-// fn must be short: it holds an OS thread.
+// fn must be short: it holds an OS thread. fn may call Run itself: a Run
+// from inside Run takes no second place in a pool, so it cannot deadlock
+// waiting for one.
 //
-// fn's error is returned as is. Errors of Run's own are *os.SyscallError
-// ("setns", ...) or *os.PathError. If fn ran and the thread could not be
-// restored, the error wraps ErrRestore (and fn's error, if any); whatever
-// fn created is still the caller's to keep or close.
-func Run(target int, fn func() error) error {
-	if target < 0 {
-		// fn runs on another thread; give it the caller's namespace, which
-		// differs from the process's when the caller locked its thread and
-		// moved it.
+// fn's error is returned as is. Errors of Run's own are ctx's error,
+// *os.SyscallError ("setns", ...) or *os.PathError. If fn ran and the
+// thread could not be restored, the error wraps ErrRestore (and fn's error,
+// if any); whatever fn created is still the caller's to keep or close. If fn
+// calls runtime.Goexit, Run returns ErrGoexit; if fn panics, Run panics on
+// the caller's goroutine with the same value. In both cases fn's thread is
+// discarded.
+func Run(ctx context.Context, pool *Pool, target Target, fn func() error) error {
+	switch target.kind {
+	case kindNone:
+		return os.NewSyscallError("setns", unix.EBADF)
+	case kindFD:
+		if target.fd < 0 {
+			return os.NewSyscallError("setns", unix.EBADF)
+		}
+	case kindCaller:
 		self, err := Current()
 		if err != nil {
 			return err
 		}
 		defer unix.Close(self)
-		target = self
+		target.fd = self
+	}
+	if pool == nil {
+		pool = Short
+	}
+	held, err := pool.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	if held {
+		defer pool.release()
 	}
 
-	// Bound the threads in use: each Run occupies an OS thread for its
-	// few system calls, and a slow one (or many at once) would otherwise
-	// make the runtime start a thread per concurrent caller. Waiting
-	// callers are parked goroutines, not threads.
-	slots <- struct{}{}
-	defer func() { <-slots }()
-
-	done := make(chan error, 1)
-	go func() {
-		// Not locked yet: this is an ordinary thread, in the home namespace.
-		home, err := homeNamespace()
-		if err != nil {
-			done <- err
-			return
-		}
-		runtime.LockOSThread()
-		if err := setns(target, unix.CLONE_NEWNET); err != nil {
-			// A failed setns leaves the thread where it was.
-			runtime.UnlockOSThread()
-			done <- os.NewSyscallError("setns", err)
-			return
-		}
-
-		ferr := fn()
-
-		if err := setns(home, unix.CLONE_NEWNET); err != nil {
-			// Still locked: when this goroutine returns, the runtime
-			// terminates the thread instead of reusing it.
-			rerr := fmt.Errorf("%w: %w", ErrRestore, os.NewSyscallError("setns", err))
-			done <- errors.Join(ferr, rerr)
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- ferr
-	}()
+	done := make(chan outcome, 1)
+	go runLocked(target.fd, fn, done)
 	// Yield instead of parking at once: the new goroutine sits in this P's
 	// run queue, and yielding runs it on this very thread; parking leaves a
 	// window in which another P takes it, and each Run then costs
 	// cross-thread wake-ups. If it is still not done after a few yields, it
 	// runs elsewhere: park.
+	var o outcome
+	received := false
 	for range 8 {
 		select {
-		case err := <-done:
-			return err
+		case o = <-done:
+			received = true
 		default:
 			runtime.Gosched()
+			continue
 		}
+		break
 	}
-	return <-done
+	if !received {
+		o = <-done
+	}
+	if o.panicked {
+		panic(o.panicValue)
+	}
+	return o.err
 }
+
+// outcome is what runLocked reports back to Run.
+type outcome struct {
+	err        error
+	panicked   bool
+	panicValue any
+}
+
+// runLocked is Run's goroutine: it moves its thread into target, runs fn
+// and moves the thread home, or leaves it locked so that the runtime ends it.
+func runLocked(target int, fn func() error, done chan<- outcome) {
+	// Not locked yet: this is an ordinary thread, in the home namespace.
+	home, err := homeNamespace()
+	if err != nil {
+		done <- outcome{err: err}
+		return
+	}
+	runtime.LockOSThread()
+	if err := setns(target, unix.CLONE_NEWNET); err != nil {
+		// A failed setns leaves the thread where it was.
+		runtime.UnlockOSThread()
+		done <- outcome{err: os.NewSyscallError("setns", err)}
+		return
+	}
+	tid := unix.Gettid()
+	inside.Store(tid, struct{}{})
+	returned := false
+	defer func() {
+		if returned {
+			return
+		}
+		// fn panicked or called runtime.Goexit. The thread stays locked:
+		// when this goroutine ends, the runtime terminates it instead of
+		// reusing a thread in an unknown namespace.
+		inside.Delete(tid)
+		if v := recover(); v != nil {
+			done <- outcome{panicked: true, panicValue: v}
+			return
+		}
+		done <- outcome{err: ErrGoexit}
+	}()
+
+	ferr := fn()
+	returned = true
+	inside.Delete(tid)
+
+	if err := setns(home, unix.CLONE_NEWNET); err != nil {
+		// Still locked: when this goroutine returns, the runtime
+		// terminates the thread instead of reusing it.
+		rerr := fmt.Errorf("%w: %w", ErrRestore, os.NewSyscallError("setns", err))
+		done <- outcome{err: errors.Join(ferr, rerr)}
+		return
+	}
+	runtime.UnlockOSThread()
+	done <- outcome{err: ferr}
+}
+
+// inside holds the thread IDs of the threads running an fn of Run. Such a
+// thread is locked to Run's goroutine, so a Run called from that thread is
+// a Run from inside fn.
+var inside sync.Map
+
+// nested reports whether the caller is an fn of Run.
+func nested() bool {
+	_, ok := inside.Load(unix.Gettid())
+	return ok
+}
+
+// acquire takes a place in p, waiting until ctx is done. held is false
+// for a Run from inside Run: the outer Run's place covers it, and waiting
+// for another could deadlock once every place is held by an outer Run.
+func (p *Pool) acquire(ctx context.Context) (held bool, err error) {
+	select {
+	case p.slots <- struct{}{}:
+		return true, nil
+	default:
+	}
+	if nested() {
+		return false, nil
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	select {
+	case p.slots <- struct{}{}:
+		return true, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+func (p *Pool) release() { <-p.slots }
 
 // home is a handle to the network namespace of the process's ordinary
-// threads, opened once from such a thread: restoring a thread is then one
-// setns(2), with no open(2) of /proc on every call.
+// threads. It is opened while the package is initialised, which the runtime
+// does on the main thread before main runs (so before any goroutine can
+// have moved a thread); restoring a thread is then one setns(2), with no
+// open(2) of /proc on every call. If that open failed (no /proc yet), the
+// first Run tries again from its ordinary thread.
 var home struct {
-	fd atomic.Int32 // 0 until opened (fd 0 is never a namespace we opened: it is stdin's slot)
-	mu sync.Mutex   // serialises the first open
+	fd atomic.Int32 // -1 until opened
+	mu sync.Mutex   // serialises a late open
 }
 
-// homeNamespace returns the home namespace handle, opening it from the
-// calling (unlocked) thread the first time. An error is not remembered.
+func init() {
+	home.fd.Store(-1)
+	if fd, err := Current(); err == nil {
+		home.fd.Store(int32(fd))
+	}
+}
+
+// homeNamespace returns the home namespace handle.
 func homeNamespace() (int, error) {
-	if fd := home.fd.Load(); fd > 0 {
+	if fd := home.fd.Load(); fd >= 0 {
 		return int(fd), nil
 	}
 	home.mu.Lock()
 	defer home.mu.Unlock()
-	if fd := home.fd.Load(); fd > 0 {
+	if fd := home.fd.Load(); fd >= 0 {
 		return int(fd), nil
 	}
 	fd, err := Current()

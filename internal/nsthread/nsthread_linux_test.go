@@ -3,9 +3,14 @@
 package nsthread
 
 import (
+	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -31,7 +36,7 @@ func needRoot(t testing.TB) {
 func newNamespace(t testing.TB) int {
 	t.Helper()
 	fd := -1
-	require.NoError(t, Run(-1, func() error {
+	require.NoError(t, Run(context.Background(), nil, Caller(), func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return err
 		}
@@ -94,7 +99,7 @@ func TestRunEntersAndRestores(t *testing.T) {
 	needRoot(t)
 	target := newNamespace(t)
 	var inside string
-	require.NoError(t, Run(target, func() error {
+	require.NoError(t, Run(context.Background(), nil, FD(target), func() error {
 		inside = nsID(t, "/proc/thread-self/ns/net")
 		return nil
 	}))
@@ -106,14 +111,14 @@ func TestRunPassesFnError(t *testing.T) {
 	needRoot(t)
 	target := newNamespace(t)
 	boom := errors.New("boom")
-	assert.Same(t, boom, Run(target, func() error { return boom }))
+	assert.Same(t, boom, Run(context.Background(), nil, FD(target), func() error { return boom }))
 	assert.Empty(t, foreignThreads(t))
 }
 
 func TestRunBadTarget(t *testing.T) {
 	needRoot(t)
 	called := false
-	err := Run(1<<20, func() error { called = true; return nil })
+	err := Run(context.Background(), nil, FD(1<<20), func() error { called = true; return nil })
 	assert.ErrorIs(t, err, syscall.EBADF)
 	var se *os.SyscallError
 	require.ErrorAs(t, err, &se)
@@ -127,8 +132,8 @@ func TestRunFollowsCallersNamespace(t *testing.T) {
 	needRoot(t)
 	outer := newNamespace(t)
 	var inner string
-	require.NoError(t, Run(outer, func() error {
-		return Run(-1, func() error {
+	require.NoError(t, Run(context.Background(), nil, FD(outer), func() error {
+		return Run(context.Background(), nil, Caller(), func() error {
 			inner = nsID(t, "/proc/thread-self/ns/net")
 			return nil
 		})
@@ -155,7 +160,7 @@ func TestRunDiscardsUnrestorableThread(t *testing.T) {
 		return orig(fd, nstype)
 	}
 	var tid int
-	err := Run(target, func() error { tid = unix.Gettid(); return nil })
+	err := Run(context.Background(), nil, FD(target), func() error { tid = unix.Gettid(); return nil })
 	setns = orig
 	require.Error(t, err)
 	assert.ErrorIs(t, err, ErrRestore)
@@ -176,7 +181,7 @@ func TestRunConcurrent(t *testing.T) {
 	for i := range 2000 {
 		wg.Go(func() {
 			target := targets[i%len(targets)]
-			err := Run(target, func() error {
+			err := Run(context.Background(), nil, FD(target), func() error {
 				if i%7 == 0 {
 					return errors.New("fn failed")
 				}
@@ -189,4 +194,202 @@ func TestRunConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Empty(t, foreignThreads(t))
+}
+
+// The zero Target and negative descriptors are refused before any thread
+// moves: only Caller means "the caller's namespace".
+func TestRunRefusesNoTarget(t *testing.T) {
+	for name, target := range map[string]Target{"zero": {}, "minus_one": FD(-1), "minus_two": FD(-2), "minus_1000": FD(-1000)} {
+		t.Run(name, func(t *testing.T) {
+			called := false
+			err := Run(context.Background(), nil, target, func() error { called = true; return nil })
+			assert.ErrorIs(t, err, syscall.EBADF)
+			assert.False(t, called, "fn must not run")
+		})
+	}
+}
+
+// The home namespace handle is opened once, at package initialisation, and
+// reused: with fd 0 free (stdin closed) a lazily opened handle landed on fd
+// 0, was taken for "not opened yet", and a second one was opened. The check
+// runs in a child process started with fd 0 closed; its first Run has a
+// descriptor target, so nothing else opens a namespace before it.
+func TestHomeHandleOpenedOnce(t *testing.T) {
+	needRoot(t)
+	if os.Getenv("NSTHREAD_HOME_CHILD") == "1" {
+		fd, err := unix.Open("/proc/self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		require.NoError(t, err)
+		target, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 100)
+		require.NoError(t, err)
+		unix.Close(fd)
+		defer unix.Close(target)
+		before := netnsFDs(t)
+		for range 5 {
+			require.NoError(t, Run(context.Background(), nil, FD(target), func() error { return nil }))
+		}
+		assert.Equal(t, before, netnsFDs(t), "Run opened namespace handles of its own")
+		return
+	}
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	p, err := os.StartProcess(exe, []string{exe, "-test.run=^TestHomeHandleOpenedOnce$"}, &os.ProcAttr{
+		Env:   append(os.Environ(), "NSTHREAD_HOME_CHILD=1"),
+		Files: []*os.File{nil, w, w}, // nil: fd 0 closed in the child
+	})
+	w.Close()
+	require.NoError(t, err)
+	out, _ := io.ReadAll(r)
+	r.Close()
+	st, err := p.Wait()
+	require.NoError(t, err)
+	assert.True(t, st.Success(), "child: %v\n%s", st, out)
+}
+
+// netnsFDs lists this process's descriptors that refer to network namespaces.
+func netnsFDs(t *testing.T) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	var fds []int
+	for _, e := range entries {
+		link, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil || !strings.HasPrefix(link, "net:[") {
+			continue
+		}
+		fd, err := strconv.Atoi(e.Name())
+		require.NoError(t, err)
+		fds = append(fds, fd)
+	}
+	return fds
+}
+
+// blockPool fills p with Runs whose fn waits until the returned release is
+// called; release waits for them to finish.
+func blockPool(t *testing.T, p *Pool, target Target) (release func()) {
+	t.Helper()
+	gate := make(chan struct{})
+	started := make(chan struct{}, p.Size())
+	var wg sync.WaitGroup
+	for range p.Size() {
+		wg.Go(func() {
+			assert.NoError(t, Run(context.Background(), p, target, func() error {
+				started <- struct{}{}
+				<-gate
+				return nil
+			}))
+		})
+	}
+	for range p.Size() {
+		<-started
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { close(gate); wg.Wait() }) }
+	t.Cleanup(release)
+	return release
+}
+
+// A caller queued behind a full pool gives up when its context is done,
+// without running fn.
+func TestRunQueuedCallerHonoursContext(t *testing.T) {
+	needRoot(t)
+	target := FD(newNamespace(t))
+	p := NewPool(2)
+	release := blockPool(t, p, target)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	called := false
+	err := Run(ctx, p, target, func() error { called = true; return nil })
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.False(t, called)
+	release()
+	require.NoError(t, Run(context.Background(), p, target, func() error { return nil }), "the pool works again")
+}
+
+// Every place of a pool held by a Run whose fn calls Run again: the inner
+// Runs do not wait for a place, so nothing deadlocks.
+func TestNestedRunDoesNotDeadlock(t *testing.T) {
+	needRoot(t)
+	outer, inner := FD(newNamespace(t)), newNamespace(t)
+	p := NewPool(2)
+	var (
+		wg      sync.WaitGroup
+		arrived sync.WaitGroup
+	)
+	arrived.Add(p.Size())
+	got := make(chan string, p.Size())
+	for range p.Size() {
+		wg.Go(func() {
+			assert.NoError(t, Run(context.Background(), p, outer, func() error {
+				arrived.Done()
+				arrived.Wait() // every place is now taken
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				return Run(ctx, p, FD(inner), func() error {
+					got <- nsID(t, "/proc/thread-self/ns/net")
+					return nil
+				})
+			}))
+		})
+	}
+	wg.Wait()
+	close(got)
+	for id := range got {
+		assert.Equal(t, fdID(t, inner), id)
+	}
+	assert.Empty(t, foreignThreads(t))
+}
+
+// Namespace creation runs in the Long pool: with every Long place taken by
+// slow work, Runs in Short still go through at once.
+func TestLongWorkDoesNotStarveShort(t *testing.T) {
+	needRoot(t)
+	target := FD(newNamespace(t))
+	release := blockPool(t, Long, Caller())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for range 2 * Short.Size() {
+		require.NoError(t, Run(ctx, Short, target, func() error { return nil }))
+	}
+	release()
+}
+
+// An fn that calls runtime.Goexit (as t.FailNow does) ends Run with
+// ErrGoexit instead of hanging it; its thread is discarded and its place
+// in the pool freed.
+func TestRunGoexit(t *testing.T) {
+	needRoot(t)
+	target := FD(newNamespace(t))
+	p := NewPool(1)
+	var tid int
+	err := Run(context.Background(), p, target, func() error {
+		tid = unix.Gettid()
+		runtime.Goexit()
+		return nil
+	})
+	assert.ErrorIs(t, err, ErrGoexit)
+	assert.Empty(t, foreignThreads(t))
+	_, statErr := os.Stat(filepath.Join("/proc/self/task", itoa(uint64(tid))))
+	assert.ErrorIs(t, statErr, os.ErrNotExist, "thread %d was discarded", tid)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, Run(ctx, p, target, func() error { return nil }), "the place was freed")
+}
+
+// A panic in fn reaches the caller's goroutine, and fn's thread is discarded.
+func TestRunPanicReachesCaller(t *testing.T) {
+	needRoot(t)
+	target := FD(newNamespace(t))
+	var tid int
+	func() {
+		defer func() { assert.Equal(t, "deliberate", recover()) }()
+		_ = Run(context.Background(), nil, target, func() error {
+			tid = unix.Gettid()
+			panic("deliberate")
+		})
+	}()
+	assert.Empty(t, foreignThreads(t))
+	_, statErr := os.Stat(filepath.Join("/proc/self/task", itoa(uint64(tid))))
+	assert.ErrorIs(t, statErr, os.ErrNotExist, "thread %d was discarded", tid)
 }

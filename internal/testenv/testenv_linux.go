@@ -7,6 +7,7 @@
 package testenv
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"io"
@@ -97,7 +98,7 @@ func PlainNS(t testing.TB) netns.NsHandle {
 func NewPlainNS(t testing.TB) netns.NsHandle {
 	t.Helper()
 	fd := -1
-	err := nsthread.Run(-1, func() error {
+	err := nsthread.Run(context.Background(), nil, nsthread.Caller(), func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return err
 		}
