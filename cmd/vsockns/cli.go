@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -37,6 +38,11 @@ namespace flags (every command that acts in one):
   --pid PID                  the network namespace of process PID
 `
 
+// interrupted means the command was ended by SIGINT or SIGTERM.
+type interrupted struct{ sig syscall.Signal }
+
+func (e *interrupted) Error() string { return "interrupted by " + e.sig.String() }
+
 // exit codes
 const (
 	exitOK    = 0
@@ -58,11 +64,12 @@ func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(form
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stdout, usage)
-		if len(args) == 0 {
-			return exitUsage
-		}
 		return exitOK
 	}
 	cmds := map[string]func([]string) error{
@@ -80,12 +87,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	err := fn(args[1:])
-	var ue *usageError
+	var (
+		ue  *usageError
+		sig *interrupted
+	)
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
+	case errors.As(err, &sig):
+		// As shells report a command ended by a signal: 128 + its number.
+		return 128 + int(sig.sig)
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "vsockns %s: %v\n", args[0], err)
 		return exitUsage
@@ -167,25 +180,6 @@ func (t *nsTarget) open() (netns.NsHandle, string, func(), error) {
 	return netns.None(), "the current namespace", none, nil
 }
 
-// isInit reports whether the target is the init network namespace.
-func isInit(ns netns.NsHandle) bool {
-	h := ns
-	if ns == netns.None() {
-		cur, err := netns.Get()
-		if err != nil {
-			return false
-		}
-		defer cur.Close()
-		h = cur
-	}
-	init, err := netns.GetFromPath("/proc/1/ns/net")
-	if err != nil {
-		return false
-	}
-	defer init.Close()
-	return h.Equal(init)
-}
-
 type modeReport struct {
 	Namespace   string        `json:"namespace"`
 	Mode        *vsockns.Mode `json:"ns_mode,omitempty"`
@@ -226,10 +220,16 @@ func (c *cli) mode(args []string) error {
 	defer done()
 	r := report(ns, name)
 	if *asJSON {
-		return json.NewEncoder(c.stdout).Encode(r)
+		if err := json.NewEncoder(c.stdout).Encode(r); err != nil {
+			return err
+		}
 	}
 	if r.Error != "" {
+		// With --json the error is in the JSON too; the status says it.
 		return errors.New(r.Error)
+	}
+	if *asJSON {
+		return nil
 	}
 	fmt.Fprintf(c.stdout, "ns_mode:        %s\n", r.Mode)
 	if r.ChildMode != nil {
@@ -401,13 +401,18 @@ func (c *cli) dial(args []string) error {
 		return err
 	}
 	defer done()
+	ctx, stop := interruptContext()
+	defer stop()
 	d := vsockns.Dialer{Namespace: ns, Timeout: *timeout}
-	conn, err := d.DialVsock(context.Background(), addr.ContextID, addr.Port)
+	conn, err := d.DialVsock(ctx, addr.ContextID, addr.Port)
 	if err != nil {
+		if ierr := interruption(ctx); ierr != nil {
+			return ierr
+		}
 		return explainDial(err, ns, name, addr)
 	}
 	defer conn.Close()
-	return pipe(conn, c.stdin, c.stdout)
+	return pipe(ctx, conn, c.stdin, c.stdout)
 }
 
 // explainDial says in an operator's words why a dial failed.
@@ -449,13 +454,13 @@ func (c *cli) listen(args []string) error {
 	}
 	defer l.Close()
 	fmt.Fprintf(c.stderr, "vsockns: listening on %s in %s\n", l.Addr(), name)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptContext()
 	defer stop()
 	for {
 		conn, err := l.AcceptContext(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if ierr := interruption(ctx); ierr != nil {
+				return ierr
 			}
 			return err
 		}
@@ -464,7 +469,7 @@ func (c *cli) listen(args []string) error {
 		if *keep {
 			in = nil // several peers cannot share one stdin
 		}
-		err = pipe(conn, in, c.stdout)
+		err = pipe(ctx, conn, in, c.stdout)
 		conn.Close()
 		if err != nil || !*keep {
 			return err
@@ -472,10 +477,43 @@ func (c *cli) listen(args []string) error {
 	}
 }
 
+// interruptContext is done once SIGINT or SIGTERM arrives; interruption
+// then says which.
+func interruptContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	stopped := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			cancel(&interrupted{s.(syscall.Signal)})
+		case <-stopped:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(stopped)
+		cancel(nil)
+	}
+}
+
+// interruption returns the *interrupted error if ctx ended by a signal.
+func interruption(ctx context.Context) error {
+	var sig *interrupted
+	if errors.As(context.Cause(ctx), &sig) {
+		return sig
+	}
+	return nil
+}
+
 // pipe copies in to conn and conn to out, like nc: the end of in
-// half-closes the connection (the peer reads EOF), and pipe returns once
-// both directions are done. in may be nil (nothing to send).
-func pipe(conn *vsockns.Conn, in io.Reader, out io.Writer) error {
+// half-closes the connection (the peer reads EOF). Once the peer has sent
+// everything, pipe goes on sending in only while the peer still receives
+// (it half-closed); once the peer has closed, pipe ends, even while in (a
+// terminal, say) stays open. in may be nil (nothing to send). ctx ending
+// (an interrupt) ends pipe at once.
+func pipe(ctx context.Context, conn *vsockns.Conn, in io.Reader, out io.Writer) error {
 	sent := make(chan error, 1)
 	go func() {
 		var err error
@@ -487,9 +525,39 @@ func pipe(conn *vsockns.Conn, in io.Reader, out io.Writer) error {
 		}
 		sent <- err
 	}()
-	_, err := io.Copy(out, conn)
-	if serr := <-sent; err == nil {
-		err = serr
+	received := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(out, conn)
+		received <- err
+	}()
+	interrupted := func() error {
+		conn.Close() // unblocks both copies
+		return interruption(ctx)
+	}
+	var err error
+	select {
+	case err = <-received:
+	case <-ctx.Done():
+		return interrupted()
+	}
+	if !peerReceives(conn) {
+		// Nothing more can be sent; report stdin's copy only if it is done.
+		select {
+		case serr := <-sent:
+			if err == nil && !errors.Is(serr, net.ErrClosed) {
+				err = serr
+			}
+		default:
+		}
+		return err
+	}
+	select {
+	case serr := <-sent:
+		if err == nil {
+			err = serr
+		}
+	case <-ctx.Done():
+		return interrupted()
 	}
 	return err
 }

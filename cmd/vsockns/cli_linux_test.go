@@ -13,10 +13,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/mdlayher/vsock"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netns"
 
 	"github.com/vsockns/vsockns"
 	"github.com/vsockns/vsockns/internal/testenv"
@@ -77,7 +81,11 @@ func TestCLIUsage(t *testing.T) {
 	cliPath(t)
 	r := runCLI(t, "")
 	assert.Equal(t, 2, r.code)
-	assert.Contains(t, r.stdout, "usage: vsockns")
+	assert.Contains(t, r.stderr, "usage: vsockns", "a usage error goes to stderr")
+	assert.Empty(t, r.stdout)
+	r = runCLI(t, "", "--help")
+	assert.Equal(t, 0, r.code)
+	assert.Contains(t, r.stdout, "usage: vsockns", "asked-for help goes to stdout")
 	r = runCLI(t, "", "frobnicate")
 	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, `unknown command "frobnicate"`)
@@ -129,6 +137,24 @@ func TestCLIMode(t *testing.T) {
 	r = runCLI(t, "", "mode", "--netns", "nosuch")
 	assert.Equal(t, 1, r.code)
 	assert.Contains(t, r.stderr, `namespace "nosuch"`)
+}
+
+// mode --json reports an error in the JSON and in its exit status.
+func TestCLIModeJSONError(t *testing.T) {
+	cliPath(t)
+	if namespacesExpected(t) {
+		t.Log("no error to report on this kernel; the legacy kernel's run checks it")
+		r := runCLI(t, "", "mode", "--json")
+		require.Equal(t, 0, r.code, "%+v", r)
+		return
+	}
+	r := runCLI(t, "", "mode", "--json")
+	assert.Equal(t, 1, r.code, "%+v", r)
+	var rep struct {
+		Error string `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	assert.Contains(t, rep.Error, "Linux >= 7.0 is needed")
 }
 
 func TestCLIAddListDelete(t *testing.T) {
@@ -227,16 +253,36 @@ func startListener(t *testing.T, stdin string, args ...string) (*exec.Cmd, *lock
 }
 
 // lockedBuffer is a bytes.Buffer that a running process may write to while
-// the test reads it.
+// the test reads it. With wake set, waitFor can wait for content.
 type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	wake chan struct{}
 }
 
 func (b *lockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.wake != nil {
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
+	}
 	return b.buf.Write(p)
+}
+
+// waitFor waits (at most 20 s) until the buffer holds want.
+func (b *lockedBuffer) waitFor(t *testing.T, want string) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for !strings.Contains(b.String(), want) {
+		select {
+		case <-b.wake:
+		case <-timeout:
+			t.Fatalf("waited 20 s for %q, have %q", want, b.String())
+		}
+	}
 }
 
 func (b *lockedBuffer) String() string {
@@ -255,9 +301,20 @@ func TestCLIDialListen(t *testing.T) {
 		ns = []string{"--netns", "svc"}
 	}
 	listener, out := startListener(t, "hello from the listener\n", append(ns, "7100")...)
-	r := runCLI(t, "hello from the dialer\n", append(append([]string{"dial"}, ns...), "1", "7100")...)
-	require.Equal(t, 0, r.code, "%+v", r)
-	assert.Equal(t, "hello from the listener\n", r.stdout)
+	// The dialer's stdin ends only once the listener's message is in: the
+	// end of what either side sends ends the other side's command.
+	dialer := exec.Command(cliPath(t), append(append([]string{"dial"}, ns...), "1", "7100")...)
+	stdin, err := dialer.StdinPipe()
+	require.NoError(t, err)
+	dout := &lockedBuffer{wake: make(chan struct{}, 1)}
+	dialer.Stdout = dout
+	require.NoError(t, dialer.Start())
+	_, err = stdin.Write([]byte("hello from the dialer\n"))
+	require.NoError(t, err)
+	dout.waitFor(t, "hello from the listener\n")
+	require.NoError(t, stdin.Close())
+	require.NoError(t, dialer.Wait())
+	assert.Equal(t, "hello from the listener\n", dout.String())
 	require.NoError(t, listener.Wait())
 	assert.Equal(t, "hello from the dialer\n", out.String())
 
@@ -265,7 +322,7 @@ func TestCLIDialListen(t *testing.T) {
 		return
 	}
 	startListener(t, "", "--netns", "svc", "7101")
-	r = runCLI(t, "", "dial", "--netns", "other", "1", "7101")
+	r := runCLI(t, "", "dial", "--netns", "other", "1", "7101")
 	assert.Equal(t, 1, r.code)
 	assert.Contains(t, r.stderr, "connection reset: namespace 'other' is local-mode; it reaches only listeners inside itself")
 	r = runCLI(t, "", "dial", "1", "7101")
@@ -290,4 +347,94 @@ func TestCLIKeepOpenAndPID(t *testing.T) {
 	// listener means it has copied the dialer's data out and closed the
 	// connection: all three messages are in.
 	assert.Equal(t, "message 0\nmessage 1\nmessage 2\n", out.String())
+}
+
+// dialWithOpenStdin starts `vsockns dial` whose stdin stays open (like a
+// terminal) until the test ends.
+func dialWithOpenStdin(t *testing.T, args ...string) (*exec.Cmd, *lockedBuffer) {
+	t.Helper()
+	cmd := exec.Command(cliPath(t), append([]string{"dial"}, args...)...)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	out := &lockedBuffer{wake: make(chan struct{}, 1)}
+	cmd.Stdout = out
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd, out
+}
+
+// waitExit waits (at most 20 s) for cmd to end and returns its exit code,
+// or -1 for a signal that killed it.
+func waitExit(t *testing.T, cmd *exec.Cmd) int {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+		return cmd.ProcessState.ExitCode()
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%v did not end within 20 s", cmd.Args)
+		return 0
+	}
+}
+
+// The dialer ends when its peer closes the connection, although its own
+// stdin stays open (a terminal), as nc does.
+func TestCLIDialEndsWhenPeerCloses(t *testing.T) {
+	cliPath(t)
+	l, err := vsockns.Listen(netns.None(), 0)
+	require.NoError(t, err)
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			_, _ = c.Write([]byte("bye\n"))
+			c.Close()
+		}
+	}()
+	dialer, out := dialWithOpenStdin(t, "1", fmt.Sprint(l.Addr().(*vsock.Addr).Port))
+	out.waitFor(t, "bye\n")
+	assert.Equal(t, 0, waitExit(t, dialer), "the dialer ends with the peer")
+}
+
+// Ctrl-C (SIGINT) ends a listener and a dialer while a connection is piped,
+// with the status a shell expects: 128 + 2. SIGTERM: 128 + 15.
+func TestCLIInterruptWhilePiping(t *testing.T) {
+	cliPath(t)
+	for _, tc := range []struct {
+		name   string
+		sig    syscall.Signal
+		target string // which side gets the signal
+		port   string
+	}{
+		{"sigint_listener", syscall.SIGINT, "listen", "7400"},
+		{"sigint_dialer", syscall.SIGINT, "dial", "7401"},
+		{"sigterm_dialer", syscall.SIGTERM, "dial", "7402"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The listener's stdin stays open too: nothing ends the
+			// connection but the signal.
+			lcmd := exec.Command(cliPath(t), "listen", tc.port)
+			lin, err := lcmd.StdinPipe()
+			require.NoError(t, err)
+			lout := &lockedBuffer{wake: make(chan struct{}, 1)}
+			lcmd.Stdout = lout
+			lerr := &lockedBuffer{wake: make(chan struct{}, 1)}
+			lcmd.Stderr = lerr
+			require.NoError(t, lcmd.Start())
+			t.Cleanup(func() { lin.Close(); _ = lcmd.Process.Kill(); _ = lcmd.Wait() })
+			lerr.waitFor(t, "listening on")
+
+			dialer, _ := dialWithOpenStdin(t, "1", tc.port)
+			lerr.waitFor(t, "connection from")
+			victim, other := lcmd, dialer
+			if tc.target == "dial" {
+				victim, other = dialer, lcmd
+			}
+			require.NoError(t, victim.Process.Signal(tc.sig))
+			assert.Equal(t, 128+int(tc.sig), waitExit(t, victim))
+			// Its peer sees the connection end and ends too.
+			assert.Equal(t, 0, waitExit(t, other))
+		})
+	}
 }
