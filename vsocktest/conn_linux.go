@@ -31,6 +31,8 @@ type Conn struct {
 	key           connKey
 	local, remote *vsock.Addr
 
+	writeMu sync.Mutex // one Write at a time: their chunks never interleave
+
 	mu           sync.Mutex
 	state        connState
 	rx           bytes.Buffer
@@ -127,6 +129,21 @@ func (c *Conn) receive(h header, payload []byte) {
 	}
 }
 
+// reset ends c with a reset the host sees (a connection its listener
+// never accepted).
+func (c *Conn) reset() {
+	c.mu.Lock()
+	c.closed = true
+	if c.err == nil {
+		c.err = syscall.ECONNRESET
+	}
+	p := c.packetLocked(opRST, 0, nil)
+	c.notify()
+	c.mu.Unlock()
+	c.g.send(p)
+	c.g.forget(c.key)
+}
+
 // fail ends c with err (guest shut down).
 func (c *Conn) fail(err error) {
 	c.mu.Lock()
@@ -208,8 +225,11 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 // Write sends b to the host, as fast as the host's advertised credit
-// allows.
+// allows. Concurrent Writes are serialised, as package net's are: the bytes
+// of one never interleave with another's.
 func (c *Conn) Write(b []byte) (int, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
 	n := 0
 	for {
 		c.mu.Lock()
@@ -231,8 +251,12 @@ func (c *Conn) Write(b []byte) (int, error) {
 			c.mu.Unlock()
 			return n, nil
 		}
-		if credit := c.peerBufAlloc - (c.txCnt - c.peerFwdCnt); int32(credit) > 0 {
-			chunk := min(int(credit), maxPayload, len(b)-n)
+		// In flight: sent, not yet consumed by the host (both counters
+		// wrap; the difference does not). The host's buf_alloc may be up
+		// to 4 GiB - 1, so the comparison is unsigned.
+		if inFlight := c.txCnt - c.peerFwdCnt; inFlight < c.peerBufAlloc {
+			credit := c.peerBufAlloc - inFlight
+			chunk := int(min(credit, uint32(maxPayload), uint32(len(b)-n)))
 			p := c.packetLocked(opRW, 0, append([]byte(nil), b[n:n+chunk]...))
 			c.txCnt += uint32(chunk)
 			c.mu.Unlock()

@@ -49,8 +49,10 @@ type Guest struct {
 	mu        sync.Mutex
 	conns     map[connKey]*Conn
 	listeners map[uint32]*Listener
-	nextPort  uint32
-	closed    bool
+	nextPort  uint32 // last ephemeral port of a guest Dial
+	// last port Listen(0) picked
+	nextListenPort uint32
+	closed         bool
 
 	sendMu   sync.Mutex
 	queue    []packet
@@ -58,6 +60,7 @@ type Guest struct {
 	sendWake chan struct{}
 
 	requests atomic.Int64 // connection requests received from the host
+	resets   atomic.Int64 // RST packets sent to the host
 
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -116,6 +119,11 @@ func (g *Guest) CID() uint32 { return g.cfg.CID }
 // from the host, answered or not: a test can wait for a host's connects to
 // be in flight (with Unresponsive, they stay so).
 func (g *Guest) Requests() int { return int(g.requests.Load()) }
+
+// Resets returns how many resets (RST packets) the guest has sent to the
+// host: for refused connection requests, connections its listeners
+// dropped, and closes.
+func (g *Guest) Resets() int { return int(g.resets.Load()) }
 
 // Close stops the device, resets every connection and listener, and
 // releases the device, its eventfds and memory. It waits for the guest's
@@ -249,6 +257,9 @@ func (g *Guest) wake() {
 // send queues a packet for the host.
 func (g *Guest) send(p packet) {
 	p.h.srcCID, p.h.dstCID, p.h.typ = uint64(g.cfg.CID), hostCID, typeStream
+	if p.h.op == opRST {
+		g.resets.Add(1)
+	}
 	g.sendMu.Lock()
 	g.queue = append(g.queue, p)
 	g.sendMu.Unlock()
@@ -314,10 +325,14 @@ func (g *Guest) forget(key connKey) {
 	g.mu.Unlock()
 }
 
-// Listen makes the guest accept host connections to port.
+// Listen makes the guest accept host connections to port; port 0 picks a
+// free one (Addr tells which), as vsockns.Listen does.
 func (g *Guest) Listen(port uint32) (*Listener, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if port == 0 {
+		port = g.freePortLocked()
+	}
 	addr := &vsock.Addr{ContextID: g.cfg.CID, Port: port}
 	if g.closed {
 		return nil, &net.OpError{Op: "listen", Net: "vsock", Addr: addr, Err: net.ErrClosed}
@@ -330,12 +345,30 @@ func (g *Guest) Listen(port uint32) (*Listener, error) {
 	return l, nil
 }
 
+// freePortLocked returns a port no listener of g has, from the dynamic
+// range the kernel also uses for its own picks; g.mu is held.
+func (g *Guest) freePortLocked() uint32 {
+	for {
+		g.nextListenPort++
+		if g.nextListenPort < 1024 || g.nextListenPort == ^uint32(0) {
+			g.nextListenPort = 1024
+		}
+		if _, taken := g.listeners[g.nextListenPort]; !taken {
+			return g.nextListenPort
+		}
+	}
+}
+
 // Dial connects from the guest to a host listener on port (CID 2), in the
 // device's namespace. A refused connection (no listener, or a listener the
-// namespaces' modes keep apart) fails with ECONNRESET.
+// namespaces' modes keep apart) fails with ECONNRESET. A nil ctx is an
+// error, as in package vsockns.
 func (g *Guest) Dial(ctx context.Context, port uint32) (*Conn, error) {
 	remote := &vsock.Addr{ContextID: hostCID, Port: port}
 	opErr := func(err error) error { return &net.OpError{Op: "dial", Net: "vsock", Addr: remote, Err: err} }
+	if ctx == nil {
+		return nil, opErr(errors.New("nil context"))
+	}
 	g.mu.Lock()
 	if g.closed {
 		g.mu.Unlock()
@@ -389,7 +422,8 @@ func (l *Listener) Accept() (net.Conn, error) {
 // Addr returns the guest address listened on, a *vsock.Addr.
 func (l *Listener) Addr() net.Addr { return l.addr }
 
-// Close stops listening; connections not yet accepted are reset.
+// Close stops listening; connections not yet accepted are reset (the host
+// reads ECONNRESET), as the kernel does.
 func (l *Listener) Close() error {
 	l.g.mu.Lock()
 	if l.g.listeners[l.addr.Port] == l {
@@ -406,7 +440,7 @@ func (l *Listener) shut() {
 		for {
 			select {
 			case c := <-l.queue:
-				c.Close()
+				c.reset()
 			default:
 				return
 			}

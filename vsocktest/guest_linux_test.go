@@ -23,6 +23,7 @@ import (
 	"github.com/vishvananda/netns"
 	"go.uber.org/goleak"
 	"golang.org/x/net/nettest"
+	"golang.org/x/sys/unix"
 
 	"github.com/vsockns/vsockns"
 	"github.com/vsockns/vsockns/internal/testenv"
@@ -399,5 +400,212 @@ func TestGuestWritesRightAfterAccept(t *testing.T) {
 		c.Close()
 		require.NoError(t, err, "connection %d", i)
 		require.Equal(t, "hello", string(b), "connection %d", i)
+	}
+}
+
+// A host whose buffer is larger than 2 GiB advertises a buf_alloc above
+// the int32 range (up to 4 GiB - 1 is allowed): the guest still sees
+// credit and writes (before the fix it stalled forever).
+func TestGuestWritesToHostWithHugeBuffer(t *testing.T) {
+	testenv.NamespacesExpected(t)
+	g := newGuest(t, netns.None(), false)
+	l, err := g.Listen(0)
+	require.NoError(t, err)
+	defer l.Close()
+	c, err := vsockns.Dial(netns.None(), g.CID(), l.Addr().(*vsock.Addr).Port)
+	require.NoError(t, err)
+	defer c.Close()
+	gc, err := l.Accept()
+	require.NoError(t, err)
+	defer gc.Close()
+
+	const huge = 3 << 30 // 3 GiB
+	rc, err := c.SyscallConn()
+	require.NoError(t, err)
+	var serr error
+	require.NoError(t, rc.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptUint64(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_MAX_SIZE, huge); serr == nil {
+			serr = unix.SetsockoptUint64(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_SIZE, huge)
+		}
+	}))
+	require.NoError(t, serr)
+	// Any packet from the host carries its buf_alloc: send one byte.
+	_, err = c.Write([]byte("x"))
+	require.NoError(t, err)
+	_, err = io.ReadFull(gc, make([]byte, 1))
+	require.NoError(t, err)
+
+	require.NoError(t, gc.SetWriteDeadline(time.Now().Add(10*time.Second)))
+	msg := []byte("written under a 3 GiB credit")
+	_, err = gc.Write(msg)
+	require.NoError(t, err, "the guest found no credit")
+	got := make([]byte, len(msg))
+	_, err = io.ReadFull(c, got)
+	require.NoError(t, err)
+	assert.Equal(t, msg, got)
+}
+
+// Closing a guest listener resets the connections it never accepted (an
+// RST, as the kernel does; before the fix it sent a SHUTDOWN). The host
+// then reads EOF (the kernel reports a reset of an established connection
+// so) and can write no more.
+func TestGuestListenerCloseResetsUnaccepted(t *testing.T) {
+	testenv.NamespacesExpected(t)
+	g := newGuest(t, netns.None(), false)
+	l, err := g.Listen(0)
+	require.NoError(t, err)
+	c, err := vsockns.Dial(netns.None(), g.CID(), l.Addr().(*vsock.Addr).Port)
+	require.NoError(t, err)
+	defer c.Close()
+	before := g.Resets()
+	require.NoError(t, l.Close())
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF)
+	assert.Equal(t, before+1, g.Resets(), "the unaccepted connection was reset")
+	_, err = c.Write([]byte("x"))
+	assert.ErrorIs(t, err, syscall.EPIPE)
+}
+
+// Concurrent Writes on one guest connection do not interleave: each large
+// write arrives as one run of its own byte.
+func TestGuestConcurrentWritesDoNotInterleave(t *testing.T) {
+	testenv.NamespacesExpected(t)
+	g := newGuest(t, netns.None(), false)
+	l, err := g.Listen(0)
+	require.NoError(t, err)
+	defer l.Close()
+	c, err := vsockns.Dial(netns.None(), g.CID(), l.Addr().(*vsock.Addr).Port)
+	require.NoError(t, err)
+	defer c.Close()
+	gc, err := l.Accept()
+	require.NoError(t, err)
+
+	const writers, size = 4, 256 << 10 // each larger than the host's 256 KiB credit
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			b := make([]byte, size)
+			for j := range b {
+				b[j] = byte('a' + i)
+			}
+			_, err := gc.Write(b)
+			assert.NoError(t, err)
+		})
+	}
+	all := make([]byte, writers*size)
+	_, err = io.ReadFull(c, all)
+	require.NoError(t, err)
+	wg.Wait()
+	gc.Close()
+	for w := range writers {
+		run := all[w*size : (w+1)*size]
+		for j := range run {
+			if run[j] != run[0] {
+				t.Fatalf("write %d is interleaved with another at byte %d", w, j)
+			}
+		}
+	}
+}
+
+// Listen(0) picks a free port; Dial with a nil context fails, it does not
+// panic.
+func TestGuestListenZeroAndNilContext(t *testing.T) {
+	testenv.NamespacesExpected(t)
+	g := newGuest(t, netns.None(), false)
+	a, err := g.Listen(0)
+	require.NoError(t, err)
+	defer a.Close()
+	b, err := g.Listen(0)
+	require.NoError(t, err)
+	defer b.Close()
+	pa, pb := a.Addr().(*vsock.Addr).Port, b.Addr().(*vsock.Addr).Port
+	assert.NotZero(t, pa)
+	assert.NotEqual(t, pa, pb)
+	testenv.EchoServer(t, a)
+	c, err := vsockns.Dial(netns.None(), g.CID(), pa)
+	require.NoError(t, err)
+	testenv.RoundTrip(t, c, "to a picked port")
+	c.Close()
+
+	//lint:ignore SA1012 a nil context is exactly the bad input under test
+	_, err = g.Dial(nil, 1)
+	var oe *net.OpError
+	require.ErrorAs(t, err, &oe)
+	assert.ErrorContains(t, err, "nil context")
+}
+
+// vsockSocketsInKernel counts the kernel's vsock sockets (struct
+// vsock_sock objects): its AF_VSOCK slab cache after a shrink, which flushes
+// the per-CPU slabs so that the in-use count is exact. Where that cache is
+// merged with others of its size, the count includes theirs; the tests use
+// differences in a quiet VM.
+func vsockSocketsInKernel(t testing.TB) int {
+	t.Helper()
+	const dir = "/sys/kernel/slab/AF_VSOCK/"
+	require.NoError(t, os.WriteFile(dir+"shrink", []byte("1"), 0), "needs SLUB's sysfs (CONFIG_SLUB_DEBUG)")
+	b, err := os.ReadFile(dir + "objects")
+	require.NoError(t, err)
+	var n int
+	_, err = fmt.Sscan(string(b), &n)
+	require.NoError(t, err, "%q", b)
+	return n
+}
+
+// A dial cancelled under a long deadline leaves nothing in the kernel for
+// longer than a moment. Without its bound, the kernel kept each cancelled
+// socket (and, through it, its network namespace) until the raised
+// SO_VM_SOCKETS_CONNECT_TIMEOUT expired: here ten minutes.
+func TestCancelledDialLeavesNoKernelSocket(t *testing.T) {
+	testenv.NamespacesExpected(t)
+	g := newGuest(t, netns.None(), true)
+	const n = 100
+
+	// The counter counts: n open sockets show.
+	base := vsockSocketsInKernel(t)
+	var open []*os.File
+	for range n {
+		fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		require.NoError(t, err)
+		open = append(open, os.NewFile(uintptr(fd), "vsock"))
+	}
+	require.GreaterOrEqual(t, vsockSocketsInKernel(t)-base, n*9/10, "the slab count sees sockets")
+	for _, f := range open {
+		f.Close()
+	}
+
+	base = vsockSocketsInKernel(t)
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		errc := make(chan error, 1)
+		want := g.Requests() + 1
+		go func() {
+			_, err := vsockns.DialContext(ctx, netns.None(), g.CID(), 5000)
+			errc <- err
+		}()
+		waitUntil(t, func() bool { return g.Requests() >= want }, "request %d to reach the guest", i)
+		cancel()
+		require.ErrorIs(t, <-errc, context.Canceled)
+	}
+	// The kernel frees a cancelled socket when its connect timer fires:
+	// poll the count (bounded) rather than guess how long that takes.
+	deadline := time.Now().Add(20 * time.Second)
+	left := vsockSocketsInKernel(t) - base
+	for left > n/10 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		left = vsockSocketsInKernel(t) - base
+	}
+	assert.LessOrEqual(t, left, n/10, "%d of %d cancelled dials are still sockets in the kernel", left, n)
+}
+
+// waitUntil polls cond (at most 20 s), failing with the message.
+func waitUntil(t testing.TB, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for "+msg, args...)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
