@@ -280,8 +280,12 @@ func dial(ctx context.Context, ref nsRef, cid, port uint32) (*Conn, error) {
 			}
 		}
 	}
-	rsa, err := c.Connect(ctx, &unix.SockaddrVM{CID: cid, Port: port})
+	sa := &unix.SockaddrVM{CID: cid, Port: port}
+	rsa, err := c.Connect(ctx, sa)
 	if err != nil {
+		if ctx.Err() != nil {
+			expireConnect(c, sa)
+		}
 		c.Close()
 		return nil, dialError(cid, port, connectError(err))
 	}
@@ -317,6 +321,31 @@ func connectError(err error) error {
 // kernelConnectTimeout is the kernel's default SO_VM_SOCKETS_CONNECT_TIMEOUT
 // (VSOCK_DEFAULT_CONNECT_TIMEOUT, 2 s), which every new socket starts with.
 const kernelConnectTimeout = 2 * time.Second
+
+// expireConnect makes the kernel give up a connect still in progress at
+// once. For a non-blocking connect the kernel holds the socket (and with it
+// the socket's network namespace) until its connect timer fires, even after
+// close(2): with the timeout raised to a long deadline, a cancelled dial
+// would pin both that long. Setting the timeout to its minimum (one jiffy)
+// and calling connect(2) again (EALREADY) re-arms the timer to fire now.
+// A socket whose connect already ended (SO_ERROR set) is left alone, so no
+// new connect starts.
+func expireConnect(c *socket.Conn, sa unix.Sockaddr) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		if soerr, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR); err != nil || soerr != 0 {
+			return
+		}
+		tv := unix.Timeval{Usec: 1}
+		if unix.SetsockoptTimeval(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_CONNECT_TIMEOUT, &tv) != nil {
+			return
+		}
+		_ = unix.Connect(int(fd), sa)
+	})
+}
 
 func setConnectTimeout(c *socket.Conn, d time.Duration) error {
 	if d <= 0 {
