@@ -4,6 +4,7 @@ package vsockns_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -135,4 +136,49 @@ func ExampleNewNamespace() {
 	child, _ := vsockns.ChildMode(ns)
 	fmt.Println(m, child)
 	// Output: local local
+}
+
+// A node agent keeps one owning reference per VM namespace, keyed by the
+// namespace's identity. The handle it was opened from can go: the
+// reference has a descriptor of its own.
+func ExampleOpenNamespace() {
+	h, err := vsockns.NewNamespace(vsockns.ModeLocal) // a pod's namespace, say
+	if err != nil {
+		log.Fatal(err)
+	}
+	ns, err := vsockns.OpenNamespace(h)
+	h.Close()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ns.Close()
+	agents := map[vsockns.NamespaceID]*vsockns.Namespace{ns.ID(): ns}
+
+	l, err := ns.ListenConfig().Listen(context.Background(), "vsock", ":0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Write([]byte("hello from inside"))
+			c.Close()
+		}
+	}()
+	port := l.Addr().(*vsock.Addr).Port
+	c, err := agents[ns.ID()].Dialer().DialContext(context.Background(), "vsock", fmt.Sprintf("local:%d", port))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	b, _ := io.ReadAll(c)
+	m, _ := ns.Mode()
+	fmt.Printf("%s (a %s namespace)\n", b, m)
+
+	ns.Close()
+	_, err = ns.Mode()
+	fmt.Println(errors.Is(err, vsockns.ErrNamespaceClosed))
+	// Output:
+	// hello from inside (a local namespace)
+	// true
 }

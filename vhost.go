@@ -22,6 +22,13 @@ const VhostDevice = "/dev/vhost-vsock"
 // device from the wrong thread silently puts its guest in the wrong place.
 // Only open(2) runs in the namespace; the ioctls run on any thread.
 //
+// In a local namespace the guest is reachable from the host only through
+// sockets created in that same namespace. The device keeps the namespace
+// alive, but not reachable: once the last handle to it is closed, no new
+// socket can be made there. A VMM (or the agent that talks to its guests)
+// therefore keeps a reference to the namespace, a handle or better a
+// [Namespace], for as long as it wants to dial or serve the guest.
+//
 // OpenVhost does not take ownership (VHOST_SET_OWNER): the process that
 // drives the virtqueues must, and a VMM handed the descriptor (QEMU's
 // vhost-vsock-pci,vhostfd=N) does it itself and fails if it was already

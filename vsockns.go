@@ -22,10 +22,18 @@
 //
 // Every function that takes a [netns.NsHandle] treats the zero handle and
 // [netns.None]() (-1) as "the namespace of the calling thread": no switch
-// happens. Any other value must be an open file descriptor of a network
-// namespace (from [netns.GetFromName], [netns.GetFromPath], [NamespaceFromPID],
-// [NewNamespace], ...). The handle is only used while the call runs; closing it
-// afterwards does not affect sockets created through it.
+// happens. Any other negative value is refused with an error wrapping
+// syscall.EBADF. A non-negative value must be an open file descriptor of a
+// network namespace (from [netns.GetFromName], [netns.GetFromPath],
+// [NamespaceFromPID], [NewNamespace], ...). The handle is only used while the
+// call runs; closing it afterwards does not affect sockets created through
+// it.
+//
+// A [Namespace] is the owning alternative for long-lived programs: it holds
+// a descriptor of its own and the namespace's identity ([NamespaceID]), so
+// the caller's handle being closed and its number reused for another
+// namespace changes nothing, and it fails after Close instead of meaning
+// the caller's namespace. [Dialer.NetNS] and [ListenConfig.NetNS] take one.
 //
 // # Errors
 //
