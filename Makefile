@@ -15,13 +15,14 @@ SHELL := /bin/bash
 # long part (about 3 s each under TCG plus the tests).
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all test vet host-test vm-test kernel qemu demo bench clean
+.PHONY: all test vet host-test vm-test kernel qemu cc demo bench clean
 
 all: test
 
-## test: everything, on a fresh Debian 12 machine as root: QEMU, kernels,
-## vet, host tests and the VM matrix (Linux >= 7.0 and 6.1).
-test: qemu kernel vet
+## test: everything, on a fresh Debian 12 machine as root: QEMU, a C
+## compiler (for the race detector), kernels, vet, host tests and the VM
+## matrix (the newest Linux 7.x of trixie-backports and sid, and 6.1).
+test: qemu cc kernel vet
 	VSOCKNS_REQUIRE_VM=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./... 2>&1 | scripts/summarize-tests
 
 STATICCHECK_VERSION ?= v0.8.2
@@ -40,17 +41,22 @@ $(STATICCHECK):
 host-test:
 	$(GO) test -count=1 ./...
 
-## vm-test: only the VM matrix (needs `make qemu kernel` first).
+## vm-test: only the VM matrix (needs `make qemu cc kernel` first).
 vm-test:
 	VSOCKNS_REQUIRE_VM=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -run '^TestVM$$' ./internal/vm 2>&1 | scripts/summarize-tests
 
-## kernel: fetch Debian's newest (sid) and Debian 12's 6.1 cloud kernels.
+## kernel: fetch Debian's newest 7.x cloud kernels (trixie-backports, sid)
+## and Debian 12's 6.1.
 kernel:
 	scripts/fetch-kernels.sh
 
 ## qemu: install qemu-system-x86 when missing (root on Debian), or say how.
 qemu:
 	@scripts/ensure-qemu.sh
+
+## cc: install gcc and libc6-dev when missing (the -race test binaries use cgo).
+cc:
+	@scripts/ensure-cc.sh
 
 ## demo: the README's main command: the seed article's scenarios in the VM.
 demo: qemu kernel

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Fetches the kernels the VM test suite boots, from Debian's package archive:
-#   - the newest cloud kernel in sid (resolved through the
-#     linux-image-cloud-amd64 metapackage, so no version is pinned here), which
-#     has vsock network namespaces (Linux >= 7.0);
+#   - the newest cloud kernel that trixie-backports and sid offer (each
+#     resolved through its linux-image-cloud-amd64 metapackage, so no version
+#     is pinned here), with vsock network namespaces (Linux >= 7.0), and
+#     sid's as well when it is another one (backports can be ahead of sid);
 #   - Debian 12's (bookworm) 6.1 cloud kernel, the legacy case.
 # Each lands in .cache/kernels/<release>/ as vmlinuz plus modules/ holding just
-# the vsock and vhost modules the suite loads.
+# the vsock and vhost modules the suite loads; .cache/kernels/selected lists
+# the releases of this run, which are what the suite boots.
 #
 # apt runs with a private state (its own sources.list, lists and cache under
 # .cache/apt); the machine's apt configuration is read for the mirror URI only
@@ -21,7 +23,7 @@ modules=(vsock vmw_vsock_virtio_transport_common vsock_loopback vhost_iotlb vhos
 me=fetch-kernels
 . "$root/scripts/debian.sh"
 mkdir -p "$kernels"
-private_apt "$apt_dir" sid bookworm
+private_apt "$apt_dir" sid trixie-backports bookworm
 
 # image_package SUITE prints the versioned linux-image package that the
 # linux-image-cloud-amd64 metapackage of SUITE depends on.
@@ -32,11 +34,13 @@ image_package() {
 	apt_depends "linux-image-cloud-amd64=$ver" '^linux-image-[0-9]' | head -n 1
 }
 
+selected=()
+
 fetch() {
-	local suite=$1 image release dir tmp pkgs deps
-	image=$(image_package "$suite")
+	local suite=$1 image=$2 release dir tmp pkgs deps
 	release=${image#linux-image-}
 	dir=$kernels/$release
+	selected+=("$release")
 	if [ -f "$dir/vmlinuz" ] && [ -f "$dir/.complete" ]; then
 		echo "fetch-kernels: $release ($suite) already in $dir"
 		return
@@ -66,5 +70,21 @@ fetch() {
 	echo "fetch-kernels: $release ready in $dir"
 }
 
-fetch sid
-fetch bookworm
+# image_version PKG prints the Debian version of a linux-image package.
+image_version() {
+	apt-cache "${apt_opts[@]}" show "$1" | awk '/^Version:/ {print $2; exit}'
+}
+
+sid_image=$(image_package sid)
+if bpo_image=$(image_package trixie-backports 2>/dev/null); then
+	# The newer of the two first; sid's too if it is another kernel.
+	if dpkg --compare-versions "$(image_version "$bpo_image")" gt "$(image_version "$sid_image")"; then
+		fetch trixie-backports "$bpo_image"
+	fi
+else
+	echo "fetch-kernels: trixie-backports has no cloud kernel; using sid's" >&2
+fi
+fetch sid "$sid_image"
+fetch bookworm "$(image_package bookworm)"
+printf '%s\n' "${selected[@]}" >"$kernels/selected"
+echo "fetch-kernels: the suite boots ${selected[*]}"

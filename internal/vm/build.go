@@ -61,6 +61,45 @@ func BuildTests(root, dir string, pkgs []string, args []string) ([]Binary, error
 	return bins, nil
 }
 
+// BuildRaceTests compiles each package's test binary with the race
+// detector into dir. Those binaries need cgo, so they are dynamically
+// linked: RaceLibraries lists what the guest must have for them.
+func BuildRaceTests(root, dir string, pkgs []string, args []string) ([]Binary, error) {
+	var bins []Binary
+	for _, p := range pkgs {
+		out := filepath.Join(dir, strings.ReplaceAll(strings.TrimPrefix(p, "github.com/"), "/", "_")+".race.test")
+		if err := goBuildEnv(root, []string{"CGO_ENABLED=1"}, "test", "-race", "-c", "-o", out, p); err != nil {
+			return nil, err
+		}
+		bins = append(bins, Binary{Name: p + "/race", Path: out, Args: args})
+	}
+	return bins, nil
+}
+
+// RaceLibraries returns the shared libraries (and the dynamic loader) that
+// the binary at path loads, by the paths it loads them from, as ldd(1)
+// reports them.
+func RaceLibraries(path string) ([]string, error) {
+	out, err := exec.Command("ldd", path).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w%s", path, err, stderrOf(err))
+	}
+	var libs []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			libs = append(libs, f[2]) // libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			libs = append(libs, f[0]) // /lib64/ld-linux-x86-64.so.2 (0x...)
+		}
+	}
+	if len(libs) == 0 {
+		return nil, fmt.Errorf("ldd %s: no libraries listed (a static binary?)", path)
+	}
+	return libs, nil
+}
+
 // BuildCommand builds a main package statically into dir.
 func BuildCommand(root, dir, pkg string) (string, error) {
 	out := filepath.Join(dir, filepath.Base(pkg))
@@ -68,9 +107,13 @@ func BuildCommand(root, dir, pkg string) (string, error) {
 }
 
 func goBuild(root string, args ...string) error {
+	return goBuildEnv(root, []string{"CGO_ENABLED=0"}, args...)
+}
+
+func goBuildEnv(root string, env []string, args ...string) error {
 	cmd := exec.Command("go", args...)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	cmd.Env = append(append(os.Environ(), "GOOS=linux", "GOARCH=amd64"), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"strconv"
 )
 
@@ -103,8 +104,9 @@ func ImageRelease(image string) (string, error) {
 var ErrNoKernel = errors.New("no test kernel: run `make kernel` (or set VSOCKNS_KERNEL=bzImage and VSOCKNS_MODULES=dir)")
 
 // FindKernels returns the kernels to boot: the one VSOCKNS_KERNEL and
-// VSOCKNS_MODULES name if set, otherwise every kernel `make kernel` put in
-// cacheDir/kernels, newest first.
+// VSOCKNS_MODULES name if set, otherwise the kernels the last `make kernel`
+// selected (cacheDir/kernels/selected; every kernel there if that list is
+// missing), newest first.
 func FindKernels(cacheDir string) ([]Kernel, error) {
 	if img := os.Getenv("VSOCKNS_KERNEL"); img != "" {
 		mods := os.Getenv("VSOCKNS_MODULES")
@@ -118,9 +120,18 @@ func FindKernels(cacheDir string) ([]Kernel, error) {
 		return []Kernel{{Release: rel, Image: img, Modules: mods}}, nil
 	}
 	images, _ := filepath.Glob(filepath.Join(cacheDir, "kernels", "*", "vmlinuz"))
+	selected := map[string]bool{}
+	if b, err := os.ReadFile(filepath.Join(cacheDir, "kernels", "selected")); err == nil {
+		for _, rel := range strings.Fields(string(b)) {
+			selected[rel] = true
+		}
+	}
 	var ks []Kernel
 	for _, img := range images {
 		dir := filepath.Dir(img)
+		if len(selected) > 0 && !selected[filepath.Base(dir)] {
+			continue // left from an earlier `make kernel`
+		}
 		if _, err := os.Stat(filepath.Join(dir, ".complete")); err != nil {
 			continue
 		}

@@ -40,6 +40,9 @@ type Config struct {
 	// Commands are static executables copied to /bin/<base name> in the
 	// guest (and not run by /init), for tests that run real binaries.
 	Commands []string
+	// Files are host files copied into the guest at the same paths (the
+	// shared libraries of dynamically linked binaries).
+	Files []string
 	// Modules to load, in order; nil means RequiredModules.
 	Modules []string
 	// Env is added to every binary's environment in the guest.
@@ -392,6 +395,12 @@ func buildInitramfs(path string, cfg Config) error {
 	}
 	for _, p := range cfg.Commands {
 		if err := add("/bin/"+filepath.Base(p), p); err != nil {
+			f.Close()
+			return fmt.Errorf("initramfs: %w", err)
+		}
+	}
+	for _, p := range cfg.Files {
+		if err := add(strings.TrimPrefix(p, "/"), p); err != nil {
 			f.Close()
 			return fmt.Errorf("initramfs: %w", err)
 		}

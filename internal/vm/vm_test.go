@@ -69,6 +69,23 @@ func TestVM(t *testing.T) {
 				Args: []string{"-test.v=test2json", "-test.run=^" + lastTest + "$", "-vsockns.init-ns"}})
 		}
 	}
+	// The race detector: the guest tests once more, built with -race, on
+	// the newest kernel (its boot gets the C library those binaries load).
+	// TestBulkDataIntegrity (tens of MiB through the fake guest) takes
+	// minutes under the detector and adds no concurrency the others lack.
+	raceArgs := []string{"-test.v=test2json", "-test.count=1", "-test.timeout=5m",
+		"-test.skip=^(" + lastTest + "|TestBulkDataIntegrity)$"}
+	if r := os.Getenv("VSOCKNS_VM_RUN"); r != "" {
+		raceArgs = append(raceArgs, "-test.run="+r)
+	}
+	raceBins, err := BuildRaceTests(root, work, pkgs, raceArgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raceLibs, err := RaceLibraries(raceBins[0].Path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Commands the guest tests run as real binaries, at /bin/<name>.
 	var cmds []string
 	for _, c := range guestCommands {
@@ -102,12 +119,20 @@ func TestVM(t *testing.T) {
 		summaryMu.Unlock()
 		t.Log(line)
 	}
-	for _, k := range kernels {
+	for i, k := range kernels {
 		t.Run(k.Release, func(t *testing.T) {
 			t.Parallel()
 			env := []string{"VSOCKNS_CLI=/bin/vsockns", "VSOCKNS_IN_VM=1", "VSOCKNS_KERNEL_RELEASE=" + k.Release,
 				fmt.Sprintf("VSOCKNS_EXPECT_NAMESPACES=%t", k.HasVsockNamespaces())}
-			res := boot(t, Config{Kernel: k, Init: init, Binaries: bins, Commands: cmds, Env: env, WorkDir: work})
+			cfg := Config{Kernel: k, Init: init, Binaries: bins, Commands: cmds, Env: env, WorkDir: work}
+			if i == 0 {
+				// Before the last run, which writes the init namespace's
+				// child_ns_mode.
+				last := len(bins) - 1
+				cfg.Binaries = append(append(append([]Binary{}, bins[:last]...), raceBins...), bins[last])
+				cfg.Files = raceLibs
+			}
+			res := boot(t, cfg)
 			record(t, k.Release, res.Uname, res.Runs, res.Elapsed)
 		})
 	}
