@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"testing"
 
@@ -330,4 +331,35 @@ func TestInitNamespaceChildModeUnwritten(t *testing.T) {
 	m, err := vsockns.NamespaceMode(plainNS(t))
 	require.NoError(t, err)
 	assert.Equal(t, vsockns.ModeLocal, m, "namespaces created now are local")
+}
+
+var autoload = flag.Bool("vsockns.autoload", false, "run TestSupportedAutoloadsVsock, which needs a boot where vsock is not loaded but can be autoloaded (the VM harness makes one)")
+
+// Supported in a process where vsock is not loaded yet and the kernel can
+// load it on demand: its own probe socket(AF_VSOCK) loads vsock, which
+// creates ns_mode, so on a 7.x kernel the answer is "supported" (before
+// the fix, "this kernel has no vsock namespaces" was found and cached).
+func TestSupportedAutoloadsVsock(t *testing.T) {
+	if !*autoload {
+		t.Skip("needs a boot without vsock loaded; the VM harness runs it so, with -vsockns.autoload")
+	}
+	_, err := os.Stat("/sys/module/vsock")
+	require.ErrorIs(t, err, fs.ErrNotExist, "vsock must not be loaded before the probe")
+	_, err = os.Stat("/proc/sys/net/vsock")
+	require.ErrorIs(t, err, fs.ErrNotExist)
+
+	want, perr := strconv.ParseBool(os.Getenv("VSOCKNS_EXPECT_NAMESPACES"))
+	require.NoError(t, perr)
+	err = vsockns.Supported()
+	_, modErr := os.Stat("/sys/module/vsock")
+	require.NoError(t, modErr, "the probe loaded vsock")
+	if !want {
+		assert.ErrorIs(t, err, vsockns.ErrNotSupported)
+		assert.ErrorContains(t, err, "Linux >= 7.0 is needed")
+		return
+	}
+	require.NoError(t, err)
+	m, err := vsockns.NamespaceMode(netns.None())
+	require.NoError(t, err)
+	assert.Equal(t, vsockns.ModeGlobal, m)
 }

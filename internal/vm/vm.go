@@ -45,6 +45,11 @@ type Config struct {
 	Files []string
 	// Modules to load, in order; nil means RequiredModules.
 	Modules []string
+	// Autoload are modules packed but not loaded: the kernel loads them
+	// on demand through /init acting as /sbin/modprobe. Keys are what the
+	// kernel asks for (a module name or an alias like "net-pf-40"), values
+	// module names.
+	Autoload map[string]string
 	// Env is added to every binary's environment in the guest.
 	Env []string
 	// Timeout bounds the whole boot; zero means 10 minutes.
@@ -384,6 +389,26 @@ func buildInitramfs(path string, cfg Config) error {
 			return fmt.Errorf("initramfs: %w", err)
 		}
 		man.Modules = append(man.Modules, dst)
+	}
+	if len(cfg.Autoload) > 0 {
+		if err := add(strings.TrimPrefix(proto.ModprobePath, "/"), cfg.Init); err != nil {
+			f.Close()
+			return fmt.Errorf("initramfs: %w", err)
+		}
+		man.Autoload = map[string]string{}
+		for alias, m := range cfg.Autoload {
+			src, err := cfg.Kernel.ModulePath(m)
+			if err != nil {
+				f.Close()
+				return fmt.Errorf("initramfs: autoload %s: %w", m, err)
+			}
+			dst := "/lib/vsockns/autoload/" + filepath.Base(src)
+			if err := add(dst, src); err != nil {
+				f.Close()
+				return fmt.Errorf("initramfs: %w", err)
+			}
+			man.Autoload[alias] = dst
+		}
 	}
 	for i, b := range cfg.Binaries {
 		dst := fmt.Sprintf("/bin/%02d-%s", i, filepath.Base(b.Path))

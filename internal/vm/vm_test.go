@@ -50,7 +50,9 @@ func TestVM(t *testing.T) {
 	// lastTest writes the init namespace's child_ns_mode: it is kept out of
 	// the main run and runs alone at the end of each boot.
 	const lastTest = "TestInitNamespaceChildModeUnwritten"
-	args := []string{"-test.v=test2json", "-test.count=1", "-test.timeout=5m", "-test.skip=^" + lastTest + "$"}
+	// autoloadTest needs a boot of its own, where vsock is not loaded.
+	const autoloadTest = "TestSupportedAutoloadsVsock"
+	args := []string{"-test.v=test2json", "-test.count=1", "-test.timeout=5m", "-test.skip=^(" + lastTest + "|" + autoloadTest + ")$"}
 	if r := os.Getenv("VSOCKNS_VM_RUN"); r != "" {
 		args = append(args, "-test.run="+r)
 	}
@@ -59,8 +61,10 @@ func TestVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var rootBin Binary
 	for _, b := range bins {
 		if b.Name == modulePath {
+			rootBin = b
 			// Tests that must pass on their own, not only after others
 			// (which may have opened long-lived descriptors first).
 			bins = append(bins, Binary{Name: b.Name + "/alone", Path: b.Path,
@@ -74,7 +78,7 @@ func TestVM(t *testing.T) {
 	// TestBulkDataIntegrity (tens of MiB through the fake guest) takes
 	// minutes under the detector and adds no concurrency the others lack.
 	raceArgs := []string{"-test.v=test2json", "-test.count=1", "-test.timeout=5m",
-		"-test.skip=^(" + lastTest + "|TestBulkDataIntegrity)$"}
+		"-test.skip=^(" + lastTest + "|" + autoloadTest + "|TestBulkDataIntegrity)$"}
 	if r := os.Getenv("VSOCKNS_VM_RUN"); r != "" {
 		raceArgs = append(raceArgs, "-test.run="+r)
 	}
@@ -133,6 +137,14 @@ func TestVM(t *testing.T) {
 				cfg.Files = raceLibs
 			}
 			res := boot(t, cfg)
+			// A second, short boot: vsock not loaded, but loadable on
+			// demand (the kernel's modprobe request for net-pf-40).
+			auto := boot(t, Config{Kernel: k, Init: init, Env: env, WorkDir: work, Modules: []string{},
+				Autoload: map[string]string{"net-pf-40": "vsock"},
+				Binaries: []Binary{{Name: modulePath + "/autoload", Path: rootBin.Path,
+					Args: []string{"-test.v=test2json", "-test.run=^" + autoloadTest + "$", "-vsockns.autoload"}}}})
+			res.Runs = append(res.Runs, auto.Runs...)
+			res.Elapsed += auto.Elapsed
 			record(t, k.Release, res.Uname, res.Runs, res.Elapsed)
 		})
 	}
@@ -186,7 +198,11 @@ func reportRuns(t *testing.T, runs []*RunResult) (passed, failed int) {
 // boot runs one VM and fails t if the guest as a whole went wrong.
 func boot(t *testing.T, cfg Config) *Result {
 	t.Helper()
-	logPath := filepath.Join(cfg.WorkDir, cfg.Kernel.Release+".log")
+	name := cfg.Kernel.Release
+	if len(cfg.Autoload) > 0 {
+		name += "-autoload"
+	}
+	logPath := filepath.Join(cfg.WorkDir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,9 @@ import (
 )
 
 func main() {
+	if filepath.Base(os.Args[0]) == "modprobe" {
+		os.Exit(modprobe(os.Args[1:]))
+	}
 	console := openConsole()
 	report, err := openReport()
 	if err != nil {
@@ -127,6 +130,31 @@ func run(console io.Writer, report *os.File) error {
 		proto.Emit(report, proto.End, msg)
 	}
 	return nil
+}
+
+// modprobe is /init run by the kernel as its module loader
+// ("modprobe -q -- net-pf-40"): it loads the module the manifest's Autoload
+// maps the last argument to, and fails for anything else.
+func modprobe(args []string) int {
+	if len(args) == 0 {
+		return 1
+	}
+	raw, err := os.ReadFile(proto.ManifestPath)
+	if err != nil {
+		return 1
+	}
+	var man proto.Manifest
+	if err := json.Unmarshal(raw, &man); err != nil {
+		return 1
+	}
+	path, ok := man.Autoload[args[len(args)-1]]
+	if !ok {
+		return 1
+	}
+	if err := loadModule(path); err != nil {
+		return 1
+	}
+	return 0
 }
 
 func loadModule(path string) error {

@@ -25,7 +25,16 @@ type Manifest struct {
 	Env []string `json:"env"`
 	// Runs are executed one after the other.
 	Runs []Run `json:"runs"`
+	// Autoload maps the names the kernel asks modprobe for (module names
+	// and aliases such as "net-pf-40") to module paths inside the
+	// initramfs that are not loaded at boot: /init, as /sbin/modprobe,
+	// loads them on the kernel's request.
+	Autoload map[string]string `json:"autoload,omitempty"`
 }
+
+// ModprobePath is where the guest's /init is installed a second time, as
+// the kernel's module loader (/proc/sys/kernel/modprobe's default).
+const ModprobePath = "/sbin/modprobe"
 
 // Run is one binary to execute in the guest.
 type Run struct {
