@@ -4,6 +4,7 @@ package vsockns_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vsockns/vsockns"
+	"github.com/vsockns/vsockns/internal/nsthread"
 )
 
 // The benchmarks compare, in one boot, the cost of a vsock dial:
@@ -525,6 +527,60 @@ func BenchmarkDialParallelInterleaved(b *testing.B) {
 				b.FailNow()
 			}
 			return dialsPerTurn, time.Since(start)
+		},
+		func(v dialVariant, n int, d time.Duration) {
+			b.ReportMetric(float64(n)/d.Seconds(), v.name+"-dials/s")
+		})
+}
+
+// BenchmarkPoolSize measures the bound on concurrent namespace switches
+// (nsthread.Short's size): 64 goroutines dial into a global namespace, 512
+// dials a turn, with the pool at each size in turn (the floor, a dial with
+// no switch, takes turns with them). It reports "<variant>-dials/s". The
+// default size is max(2, GOMAXPROCS); a larger pool lets more threads be
+// inside namespaces at once (up to its size), which TestDialDoesNotHoldThreads
+// bounds for the default.
+func BenchmarkPoolSize(b *testing.B) {
+	const workers, dialsPerTurn = 64, 512
+	floor, others := benchTargets(b)
+	target := others[0]
+	orig := nsthread.Short
+	b.Cleanup(func() { nsthread.Short = orig })
+	sizes := map[string]*nsthread.Pool{}
+	vs := []dialVariant{{"floor", dialFloor, floor.port}}
+	for _, n := range []int{1, 2, 4, 8, 64} {
+		name := fmt.Sprintf("pool-%d", n)
+		sizes[name] = nsthread.NewPool(n)
+		vs = append(vs, dialVariant{name, dialVsockns(target.ns), target.port})
+	}
+	interleave(b, vs,
+		func(v dialVariant) (int, time.Duration) {
+			if p := sizes[v.name]; p != nil {
+				nsthread.Short = p
+			}
+			defer func() { nsthread.Short = orig }()
+			var left atomic.Int64
+			left.Store(dialsPerTurn)
+			var wg sync.WaitGroup
+			start := time.Now()
+			for range workers {
+				wg.Go(func() {
+					for left.Add(-1) >= 0 {
+						c, err := v.dial(context.Background(), v.port)
+						if err != nil {
+							b.Error(v.name, err)
+							return
+						}
+						c.Close()
+					}
+				})
+			}
+			wg.Wait()
+			d := time.Since(start)
+			if b.Failed() {
+				b.FailNow()
+			}
+			return dialsPerTurn, d
 		},
 		func(v dialVariant, n int, d time.Duration) {
 			b.ReportMetric(float64(n)/d.Seconds(), v.name+"-dials/s")

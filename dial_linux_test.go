@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -294,6 +295,73 @@ func TestDialerRaisesConnectTimeout(t *testing.T) {
 	}))
 	require.NoError(t, gerr)
 	assert.Equal(t, 2*time.Second, time.Duration(tv.Nano()))
+
+	// Nor with a deadline shorter than it: the context ends the connect
+	// first (before the fix, a 1 s timeout set the option to about 2 s).
+	short := vsockns.Dialer{Timeout: time.Second}
+	c3, err := short.DialVsock(context.Background(), vsock.Local, l.Addr().(*vsock.Addr).Port)
+	require.NoError(t, err)
+	defer c3.Close()
+	rc, err = c3.SyscallConn()
+	require.NoError(t, err)
+	require.NoError(t, rc.Control(func(fd uintptr) {
+		tv, gerr = unix.GetsockoptTimeval(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_CONNECT_TIMEOUT)
+	}))
+	require.NoError(t, gerr)
+	assert.Equal(t, 2*time.Second, time.Duration(tv.Nano()), "the kernel's default stays")
+}
+
+// Errors of connections and listeners have package net's shape: the errno
+// of a failed write inside an *os.SyscallError inside the *net.OpError, a
+// second Close wrapping net.ErrClosed, and a nil context refused by
+// AcceptContext as by DialVsock and ListenVsock.
+func TestConnErrorShapes(t *testing.T) {
+	namespacesExpected(t)
+	l, err := vsockns.Listen(netns.None(), 0)
+	require.NoError(t, err)
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	c, err := vsockns.Dial(netns.None(), vsock.Local, l.Addr().(*vsock.Addr).Port)
+	require.NoError(t, err)
+	peer := <-accepted
+	require.NotNil(t, peer)
+	require.NoError(t, peer.Close())
+	// The peer's close (one shutdown of both directions) has arrived once
+	// a read sees EOF; then a write fails with EPIPE, wrapped as package
+	// net wraps it.
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF)
+	_, werr := c.Write([]byte("x"))
+	require.Error(t, werr)
+	var oe *net.OpError
+	require.ErrorAs(t, werr, &oe)
+	assert.Equal(t, "write", oe.Op)
+	var se *os.SyscallError
+	require.ErrorAs(t, werr, &se, "%v", werr)
+	assert.ErrorIs(t, werr, syscall.EPIPE)
+
+	require.NoError(t, c.Close())
+	err = c.Close()
+	assert.ErrorIs(t, err, net.ErrClosed, "a second Close")
+	require.ErrorAs(t, err, &oe)
+	assert.Equal(t, "close", oe.Op)
+
+	//lint:ignore SA1012 a nil context is exactly the bad input under test
+	_, err = l.AcceptContext(nil)
+	require.ErrorAs(t, err, &oe)
+	assert.Equal(t, "accept", oe.Op)
+	assert.ErrorContains(t, err, "nil context")
+
+	require.NoError(t, l.Close())
+	assert.ErrorIs(t, l.Close(), net.ErrClosed, "a second Close of a listener")
 }
 
 // Bad namespace handles fail with the errno wrapped and an explanation,

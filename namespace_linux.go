@@ -218,15 +218,18 @@ func (ref nsRef) backend() (backend, error) {
 		if !callerHandle(ref.h) {
 			return nil, errors.New("vsockns: both a namespace handle and a *Namespace were given; set one")
 		}
-		return ref.n, nil
+		return inside{ref.n.do, ref.n.String()}, nil
 	}
 	if callerHandle(ref.h) {
-		return threadBackend{}, nil
+		return inside{func(_ context.Context, fn func() error) error { return fn() }, "the current network namespace"}, nil
 	}
 	if ref.h < 0 {
 		return nil, badHandle(ref.h)
 	}
-	return entered{nsthread.FD(int(ref.h)), fmt.Sprintf("network namespace fd %d", int(ref.h))}, nil
+	target := nsthread.FD(int(ref.h))
+	return inside{func(ctx context.Context, fn func() error) error {
+		return nsthread.Run(ctx, nsthread.Short, target, fn)
+	}, fmt.Sprintf("network namespace fd %d", int(ref.h))}, nil
 }
 
 // callerHandle reports whether h means "the calling thread's namespace".
@@ -238,15 +241,17 @@ func badHandle(h netns.NsHandle) error {
 		fmt.Sprintf("namespace handle %d is not a file descriptor (only 0 and netns.None() mean the calling thread's namespace)", int(h)), nil}
 }
 
-// inside is a namespace that fn can be run in, on the calling thread or on
-// a thread moved there; the backends' four calls are built on it.
-type inside interface {
-	do(ctx context.Context, fn func() error) error
+// inside is the backend of a namespace that this process can enter: each
+// call runs through run, on the calling thread (the caller's own
+// namespace) or on a thread nsthread moves into the namespace.
+type inside struct {
+	run  func(ctx context.Context, fn func() error) error
+	name string
 }
 
-func socketIn(ctx context.Context, in inside, typ int) (int, error) {
+func (in inside) socket(ctx context.Context, typ int) (int, error) {
 	fd := -1
-	err := in.do(ctx, func() (err error) {
+	err := in.run(ctx, func() (err error) {
 		fd, err = unix.Socket(unix.AF_VSOCK, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			err = os.NewSyscallError("socket", err)
@@ -260,9 +265,9 @@ func socketIn(ctx context.Context, in inside, typ int) (int, error) {
 	return fd, err
 }
 
-func openVhostIn(ctx context.Context, in inside) (int, error) {
+func (in inside) openVhost(ctx context.Context) (int, error) {
 	fd := -1
-	err := in.do(ctx, func() (err error) {
+	err := in.run(ctx, func() (err error) {
 		fd, err = unix.Open(VhostDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
 		return err
 	})
@@ -273,56 +278,20 @@ func openVhostIn(ctx context.Context, in inside) (int, error) {
 	return fd, err
 }
 
-func readSysctlIn(ctx context.Context, in inside, name string) (string, error) {
+func (in inside) readSysctl(ctx context.Context, name string) (string, error) {
 	var s string
-	err := in.do(ctx, func() (err error) {
+	err := in.run(ctx, func() (err error) {
 		s, err = readSysctl(name)
 		return err
 	})
 	return s, err
 }
 
-func writeSysctlIn(ctx context.Context, in inside, name, value string) error {
-	return in.do(ctx, func() error { return writeSysctl(name, value) })
+func (in inside) writeSysctl(ctx context.Context, name, value string) error {
+	return in.run(ctx, func() error { return writeSysctl(name, value) })
 }
 
-// threadBackend is the calling thread's own namespace: no switch.
-type threadBackend struct{}
-
-func (threadBackend) do(_ context.Context, fn func() error) error { return fn() }
-
-func (b threadBackend) socket(ctx context.Context, typ int) (int, error) {
-	return socketIn(ctx, b, typ)
-}
-func (b threadBackend) openVhost(ctx context.Context) (int, error) { return openVhostIn(ctx, b) }
-func (b threadBackend) readSysctl(ctx context.Context, name string) (string, error) {
-	return readSysctlIn(ctx, b, name)
-}
-func (b threadBackend) writeSysctl(ctx context.Context, name, value string) error {
-	return writeSysctlIn(ctx, b, name, value)
-}
-func (threadBackend) String() string { return "the current network namespace" }
-
-// entered is a namespace that nsthread enters through a descriptor the
-// caller owns (a netns.NsHandle).
-type entered struct {
-	target nsthread.Target
-	name   string
-}
-
-func (e entered) do(ctx context.Context, fn func() error) error {
-	return nsthread.Run(ctx, nsthread.Short, e.target, fn)
-}
-
-func (e entered) socket(ctx context.Context, typ int) (int, error) { return socketIn(ctx, e, typ) }
-func (e entered) openVhost(ctx context.Context) (int, error)       { return openVhostIn(ctx, e) }
-func (e entered) readSysctl(ctx context.Context, name string) (string, error) {
-	return readSysctlIn(ctx, e, name)
-}
-func (e entered) writeSysctl(ctx context.Context, name, value string) error {
-	return writeSysctlIn(ctx, e, name, value)
-}
-func (e entered) String() string { return e.name }
+func (in inside) String() string { return in.name }
 
 // do runs fn in n, holding n open (Close waits) for as long as fn runs.
 func (n *Namespace) do(ctx context.Context, fn func() error) error {
@@ -332,17 +301,6 @@ func (n *Namespace) do(ctx context.Context, fn func() error) error {
 		return ErrNamespaceClosed
 	}
 	return nsthread.Run(ctx, nsthread.Short, nsthread.FD(n.fd), fn)
-}
-
-func (n *Namespace) socket(ctx context.Context, typ int) (int, error) {
-	return socketIn(ctx, n, typ)
-}
-func (n *Namespace) openVhost(ctx context.Context) (int, error) { return openVhostIn(ctx, n) }
-func (n *Namespace) readSysctl(ctx context.Context, name string) (string, error) {
-	return readSysctlIn(ctx, n, name)
-}
-func (n *Namespace) writeSysctl(ctx context.Context, name, value string) error {
-	return writeSysctlIn(ctx, n, name, value)
 }
 
 // Close releases n's descriptor, once every operation still inside the

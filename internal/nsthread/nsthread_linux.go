@@ -182,25 +182,15 @@ func Run(ctx context.Context, pool *Pool, target Target, fn func() error) error 
 	// window in which another P takes it, and each Run then costs
 	// cross-thread wake-ups. If it is still not done after a few yields, it
 	// runs elsewhere: park.
-	var o outcome
-	received := false
 	for range 8 {
 		select {
-		case o = <-done:
-			received = true
+		case o := <-done:
+			return o.result()
 		default:
 			runtime.Gosched()
-			continue
 		}
-		break
 	}
-	if !received {
-		o = <-done
-	}
-	if o.panicked {
-		panic(o.panicValue)
-	}
-	return o.err
+	return (<-done).result()
 }
 
 // outcome is what runLocked reports back to Run.
@@ -208,6 +198,15 @@ type outcome struct {
 	err        error
 	panicked   bool
 	panicValue any
+}
+
+// result is Run's return: fn's error, or fn's panic again on the caller's
+// goroutine.
+func (o outcome) result() error {
+	if o.panicked {
+		panic(o.panicValue)
+	}
+	return o.err
 }
 
 // runLocked is Run's goroutine: it moves its thread into target, runs fn
