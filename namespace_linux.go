@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -191,6 +192,26 @@ func checkName(name string) error {
 		return &NameError{name, "longer than 255 bytes"}
 	}
 	return nil
+}
+
+// A Namespace is an owning reference to a network namespace: a file
+// descriptor of its own (duplicated from whatever it was made from, so
+// closing the original handle, and the kernel reusing that descriptor
+// number for another namespace, change nothing), and the namespace's
+// identity. It offers everything the handle functions offer. A long-lived
+// agent that serves VMs in many namespaces keeps one per namespace, keyed
+// by [Namespace.ID].
+//
+// Make one with [OpenNamespace], [OpenNamespacePath], [OpenNamespacePID] or
+// [CreateNamespace]; the zero Namespace refers to nothing. A Namespace is
+// safe for concurrent use. Close releases it: operations after Close fail
+// with [ErrNamespaceClosed], and Close waits for operations still inside
+// the namespace. Sockets and devices created through it do not need it.
+type Namespace struct {
+	mu   sync.RWMutex
+	fd   int
+	open bool // false for the zero Namespace and after Close
+	id   NamespaceID
 }
 
 // The bridge from the package's entry points to internal/nsthread: every

@@ -66,6 +66,12 @@ func deleteNamedNamespace(string) error                      { return errPlatfor
 func namespaceFromPID(int) (netns.NsHandle, error)           { return netns.None(), errPlatform }
 func namespaceFromPidfd(int, int) (netns.NsHandle, error)    { return netns.None(), errPlatform }
 
+// A Namespace is an owning reference to a network namespace. Outside Linux
+// none can be made.
+type Namespace struct {
+	id NamespaceID
+}
+
 // A Vhost is an open /dev/vhost-vsock. Outside Linux none can be opened.
 type Vhost struct{}
 
