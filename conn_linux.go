@@ -233,12 +233,21 @@ func socketError(err error) error {
 		if se == nil || se.Syscall == "socket" {
 			return &explained{err, "creating an AF_VSOCK socket was refused; a seccomp profile or LSM (e.g. a container runtime's default) may be blocking AF_VSOCK", nil}
 		}
-	case unix.EBADF:
+	}
+	return explainSetns(err)
+}
+
+// explainSetns says what a failed switch into a namespace handle means.
+func explainSetns(err error) error {
+	var se *os.SyscallError
+	if !errors.As(err, &se) || se.Syscall != "setns" {
+		return err
+	}
+	switch {
+	case errors.Is(se.Err, unix.EBADF):
 		return &explained{err, "the namespace handle is not an open file descriptor", nil}
-	case unix.EINVAL:
-		if se != nil && se.Syscall == "setns" {
-			return &explained{err, "the namespace handle is not a network namespace", nil}
-		}
+	case errors.Is(se.Err, unix.EINVAL):
+		return &explained{err, "the namespace handle is not a network namespace", nil}
 	}
 	return err
 }

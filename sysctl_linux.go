@@ -18,7 +18,7 @@ const sysctlDir = "/proc/sys/net/vsock/"
 
 // sysctlError describes a failed sysctl access in the namespace b names.
 func sysctlError(op, name string, where fmt.Stringer, err error) error {
-	return fmt.Errorf("vsockns: %s %s%s in %s: %w", op, sysctlDir, name, where, err)
+	return fmt.Errorf("vsockns: %s %s%s in %s: %w", op, sysctlDir, name, where, explainSetns(err))
 }
 
 // openSysctl opens a vsock sysctl of the calling thread's namespace. A
