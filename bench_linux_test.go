@@ -586,3 +586,63 @@ func BenchmarkPoolSize(b *testing.B) {
 			b.ReportMetric(float64(n)/d.Seconds(), v.name+"-dials/s")
 		})
 }
+
+// BenchmarkNewNamespace: NewNamespace of each mode beside the floor, a bare
+// unshare(CLONE_NEWNET) on a locked thread (which then opens the new
+// namespace and moves back), taking turns 20 namespaces at a time. It
+// reports "<variant>-ns/create".
+func BenchmarkNewNamespace(b *testing.B) {
+	if !namespacesExpected(b) {
+		b.Skip("NewNamespace needs vsock namespaces")
+	}
+	const perTurn = 20
+	bare := func() error {
+		runtime.LockOSThread()
+		home, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			return err
+		}
+		defer home.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			return err
+		}
+		if ns, err := netns.Get(); err == nil {
+			ns.Close()
+		}
+		if err := netns.Set(home); err != nil {
+			return err // still locked: the runtime ends the thread with the benchmark's goroutine
+		}
+		runtime.UnlockOSThread()
+		return nil
+	}
+	create := func(m vsockns.Mode) func() error {
+		return func() error {
+			ns, err := vsockns.NewNamespace(m)
+			if err == nil {
+				ns.Close()
+			}
+			return err
+		}
+	}
+	fns := map[string]func() error{
+		"floor":          bare,
+		"vsockns-local":  create(vsockns.ModeLocal),
+		"vsockns-global": create(vsockns.ModeGlobal),
+	}
+	vs := []dialVariant{{name: "floor"}, {name: "vsockns-local"}, {name: "vsockns-global"}}
+	interleave(b, vs,
+		func(v dialVariant) (int, time.Duration) {
+			start := time.Now()
+			for range perTurn {
+				if err := fns[v.name](); err != nil {
+					b.Fatal(v.name, err)
+				}
+			}
+			return perTurn, time.Since(start)
+		},
+		func(v dialVariant, n int, d time.Duration) {
+			b.ReportMetric(float64(d.Nanoseconds())/float64(n), v.name+"-ns/create")
+		})
+}

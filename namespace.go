@@ -15,9 +15,14 @@ import (
 // The kernel gives a new namespace the child_ns_mode of the namespace its
 // creating thread is in, and child_ns_mode can be written only once. So
 // NewNamespace never writes the caller's (or the init namespace's)
-// child_ns_mode: it creates a private parent namespace, sets the parent's
-// child_ns_mode to m, creates the new namespace from a thread inside the
-// parent, and lets the parent go.
+// child_ns_mode: the process keeps one private parent namespace per mode
+// (created the first time it is needed, its child_ns_mode written once to
+// that mode, held by a descriptor of this process only: no bind mount, so
+// `ip netns` does not list it), and each call creates one namespace from a
+// thread moved into that parent. The caller's mode rules still hold: a
+// caller whose own namespace gives local children (a local namespace, or
+// a global one whose child_ns_mode is local) gets ErrModeNotPermitted
+// (with EPERM) for ModeGlobal, as it would creating the namespace itself.
 //
 // On kernels without vsock namespaces it fails with ErrNotSupported rather
 // than return a namespace that is not isolated.

@@ -22,32 +22,20 @@ func newNamespace(m Mode) (netns.NsHandle, error) {
 	if err := supported(); err != nil {
 		return netns.None(), fmt.Errorf("vsockns: new %s namespace: %w", m, err)
 	}
+	parent, err := parentFor(m)
+	if err != nil {
+		return netns.None(), fmt.Errorf("vsockns: new %s namespace: %w", m, err)
+	}
 	fd := -1
-	err := nsthread.Run(context.Background(), nsthread.Long, nsthread.Caller(), func() error {
-		// A private parent whose child_ns_mode is ours to set: neither the
-		// caller's namespace nor the init namespace is written.
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			return os.NewSyscallError("unshare", err)
-		}
-		if err := writeSysctl("child_ns_mode", m.String()); err != nil {
+	err = nsthread.Run(context.Background(), nsthread.Long, nsthread.FD(parent), func() error {
+		// The new namespace takes the parent's child_ns_mode, which
+		// parentFor wrote and checked.
+		if err := unshareNet(); err != nil {
 			return err
-		}
-		// The child takes the parent's child_ns_mode at creation.
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			return os.NewSyscallError("unshare", err)
 		}
 		var err error
-		if fd, err = nsthread.Current(); err != nil {
-			return err
-		}
-		got, err := readSysctl("ns_mode")
-		if err != nil {
-			return err
-		}
-		if got != m.String() {
-			return fmt.Errorf("kernel created a %q namespace", got)
-		}
-		return nil
+		fd, err = nsthread.Current()
+		return err
 	})
 	if err != nil {
 		if fd >= 0 {
@@ -55,9 +43,97 @@ func newNamespace(m Mode) (netns.NsHandle, error) {
 		}
 		return netns.None(), fmt.Errorf("vsockns: new %s namespace: %w", m, err)
 	}
-	// The thread is back in its own namespace; the parent, referenced by
-	// nothing, is gone.
 	return netns.NsHandle(fd), nil
+}
+
+// unshareNet is unshare(CLONE_NEWNET); this package's tests count it.
+var unshareNet = func() error {
+	return os.NewSyscallError("unshare", unix.Unshare(unix.CLONE_NEWNET))
+}
+
+// The private parents NewNamespace creates namespaces from, one per mode,
+// for the life of the process. The kernel gives a new namespace the
+// child_ns_mode of the namespace its creating thread is in, and
+// child_ns_mode can be written once: so each parent is a namespace of this
+// process's own whose child_ns_mode is written once, to its mode, and each
+// new namespace is made by a thread moved into the parent. The caller's and
+// the init namespace's child_ns_mode are never written.
+//
+// The mode rules stay the caller's: a namespace created from the caller's
+// own thread would get the caller's child_ns_mode, and a local one cannot
+// give global children. So a global namespace is made only for a caller
+// whose child_ns_mode is global (read, never written); for others it fails
+// with ErrModeNotPermitted, as the kernel would have it. A local namespace
+// is allowed to everyone, and the local parent serves them all.
+//
+// The parents are held only by descriptors of this process: no bind mount
+// (`ip netns` does not list them), no process runs in them, and nothing can
+// enter them without those descriptors. They show as two net:[INODE] links
+// in /proc/PID/fd (and to tools that scan open descriptors, such as newer
+// lsns, as namespaces this process holds).
+var parents struct {
+	sync.Mutex
+	fds map[Mode]int
+}
+
+// parentFor returns the parent for mode m, after checking that the calling
+// thread's namespace may have children of mode m, creating the parent the
+// first time.
+func parentFor(m Mode) (int, error) {
+	if m == ModeGlobal {
+		child, err := callerChildMode()
+		if err != nil {
+			return -1, err
+		}
+		if child != ModeGlobal.String() {
+			return -1, fmt.Errorf("%w: the calling thread's namespace gives its children %s mode (%w)", ErrModeNotPermitted, child, unix.EPERM)
+		}
+	}
+	parents.Lock()
+	defer parents.Unlock()
+	if fd, ok := parents.fds[m]; ok {
+		return fd, nil
+	}
+	fd := -1
+	// Created from the caller's thread: for a global parent, the caller's
+	// child_ns_mode was just found global, so the parent is global and may
+	// give either mode.
+	err := nsthread.Run(context.Background(), nsthread.Long, nsthread.Caller(), func() error {
+		if err := unshareNet(); err != nil {
+			return err
+		}
+		if err := writeSysctl("child_ns_mode", m.String()); err != nil {
+			return err
+		}
+		// Checked once here rather than on every child: the parent is
+		// private and its child_ns_mode cannot change again.
+		if got, err := readSysctl("child_ns_mode"); err != nil {
+			return err
+		} else if got != m.String() {
+			return fmt.Errorf("the kernel kept child_ns_mode %q after %q was written", got, m)
+		}
+		var err error
+		fd, err = nsthread.Current()
+		return err
+	})
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return -1, err
+	}
+	if parents.fds == nil {
+		parents.fds = map[Mode]int{}
+	}
+	parents.fds[m] = fd
+	return fd, nil
+}
+
+// callerChildMode reads the calling thread's child_ns_mode.
+func callerChildMode() (string, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return readSysctl("child_ns_mode")
 }
 
 // netnsRunDir is where ip-netns(8) keeps named namespaces.

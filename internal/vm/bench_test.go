@@ -199,6 +199,7 @@ func parseBench(out string) []benchResult {
 // benchmarks ("floor-ns/dial"), and the unit each becomes in the table.
 var interleavedUnits = []struct{ suffix, unit string }{
 	{"-ns/dial", "ns/op"},
+	{"-ns/create", "ns/op"},
 	{"-dials/s", "dials/s"},
 }
 
