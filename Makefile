@@ -15,7 +15,7 @@ SHELL := /bin/bash
 # long part (about 3 s each under TCG plus the tests).
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all test vet host-test vm-test kernel qemu cc demo bench clean
+.PHONY: all test vet host-test vm-test kernel qemu cc demo bench bench-scale clean
 
 all: test
 
@@ -65,6 +65,11 @@ demo: qemu kernel
 ## bench: the benchmarks side by side, in the >= 7.0 VM.
 bench: qemu kernel
 	VSOCKNS_BENCH=1 VSOCKNS_REQUIRE_VM=1 $(GO) test -count=1 -timeout 90m -run '^TestBench$$' -v ./internal/vm
+
+## bench-scale: the node-scale matrix (namespaces and fake guests by the
+## hundred), each case in a process of its own, in the newest 7.x VM.
+bench-scale: qemu kernel
+	VSOCKNS_BENCH_SCALE=1 VSOCKNS_REQUIRE_VM=1 $(GO) test -count=1 -timeout 100m -run '^TestBenchScale$$' -v ./internal/vm
 
 clean:
 	rm -rf .cache/vm

@@ -96,6 +96,40 @@ func TestBench(t *testing.T) {
 	printBench(os.Stdout, expandInterleaved(results))
 }
 
+// TestBenchScale is `make bench-scale`: the root package's BenchmarkScale
+// (the node-scale matrix, each case in a process of its own) in the VM on
+// the newest kernel, its table printed as the guest wrote it.
+func TestBenchScale(t *testing.T) {
+	if os.Getenv("VSOCKNS_BENCH_SCALE") != "1" {
+		t.Skip("the scale benchmark runs with `make bench-scale` (VSOCKNS_BENCH_SCALE=1)")
+	}
+	kernels, root := requireVM(t)
+	k := kernels[0]
+	work := filepath.Join(root, ".cache", "vm")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bins, err := BuildTests(root, work, []string{"github.com/vsockns/vsockns"},
+		[]string{"-test.run=^$", "-test.bench=^BenchmarkScale$", "-test.benchtime=1x", "-test.timeout=90m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"VSOCKNS_IN_VM=1", "VSOCKNS_EXPECT_NAMESPACES=" + strconv.FormatBool(k.HasVsockNamespaces())}
+	if p := os.Getenv("VSOCKNS_SCALE_PASSES"); p != "" {
+		env = append(env, "VSOCKNS_SCALE_PASSES="+p)
+	}
+	res := boot(t, Config{Kernel: k, Init: mustInit(t, root, work), Binaries: bins, WorkDir: work, ParallelTCG: true,
+		Env: env, Timeout: 90 * 60e9, MemoryMB: 8192})
+	if len(res.Runs) != 1 || !res.Runs[0].Ended || res.Runs[0].ExitCode != 0 {
+		t.Fatalf("the scale benchmark did not complete; see %s", filepath.Join(work, k.Release+".log"))
+	}
+	out := strings.ReplaceAll(string(res.Runs[0].Output), "\x16", "")
+	if err := os.WriteFile(filepath.Join(work, "bench-scale.txt"), []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("Scale benchmark on Linux %s under QEMU (%s)\n%s", k.Release, benchAccel(t), out)
+}
+
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
 		return v
