@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -352,7 +353,8 @@ func (f closerFunc) Close() error { return f() }
 // global namespaces with a port each; and N fake guests at CID 3, each in a
 // local namespace of its own, beside N guests at CIDs 3.. in global
 // namespaces. 3000 dials over 64 goroutines per case; VSOCKNS_SCALE_PASSES
-// passes (default 2), the variants taking turns. Run it with
+// passes (default 2), the variants taking turns; VSOCKNS_SCALE_RUN (a
+// regular expression over "variant/N") picks cases. Run it with
 // -test.benchtime=1x: one iteration is the whole matrix.
 func BenchmarkScale(b *testing.B) {
 	if !namespacesExpected(b) {
@@ -362,6 +364,10 @@ func BenchmarkScale(b *testing.B) {
 	passes = max(passes, 1)
 	if os.Getenv("VSOCKNS_SCALE_PASSES") == "" {
 		passes = 2
+	}
+	var only *regexp.Regexp // VSOCKNS_SCALE_RUN: the cases ("variant/N") to run
+	if r := os.Getenv("VSOCKNS_SCALE_RUN"); r != "" {
+		only = regexp.MustCompile(r)
 	}
 	type group struct {
 		ns []int
@@ -383,6 +389,9 @@ func BenchmarkScale(b *testing.B) {
 					}
 					for _, v := range vs {
 						key := fmt.Sprintf("%s/%d", v, n)
+						if only != nil && !only.MatchString(key) {
+							continue
+						}
 						if p == 0 {
 							order = append(order, key)
 						}

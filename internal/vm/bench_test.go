@@ -115,8 +115,10 @@ func TestBenchScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := []string{"VSOCKNS_IN_VM=1", "VSOCKNS_EXPECT_NAMESPACES=" + strconv.FormatBool(k.HasVsockNamespaces())}
-	if p := os.Getenv("VSOCKNS_SCALE_PASSES"); p != "" {
-		env = append(env, "VSOCKNS_SCALE_PASSES="+p)
+	for _, k := range []string{"VSOCKNS_SCALE_PASSES", "VSOCKNS_SCALE_RUN"} {
+		if v := os.Getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
 	}
 	res := boot(t, Config{Kernel: k, Init: mustInit(t, root, work), Binaries: bins, WorkDir: work, ParallelTCG: true,
 		Env: env, Timeout: 90 * 60e9, MemoryMB: 8192})
