@@ -154,7 +154,7 @@ func runScaleCase(c scaleCase) (scaleResult, error) {
 		}
 		closers = append(closers, closerFunc(ns.Close))
 		port, cid := uint32(scalePort), uint32(3)
-		if variant == "floor" {
+		if variant == "floor" || variant == "vsockns-ports" {
 			port, cid = scalePort+uint32(i), 3+uint32(i)
 		}
 		if guests {
@@ -183,7 +183,7 @@ func runScaleCase(c scaleCase) (scaleResult, error) {
 		switch variant {
 		case "floor":
 			targets[i].dial = func(ctx context.Context) (io.Closer, error) { return vsock.DialContext(ctx, cid, port, nil) }
-		case "vsockns":
+		case "vsockns", "vsockns-ports":
 			targets[i].dial = func(ctx context.Context) (io.Closer, error) { return vsockns.DialContext(ctx, ns, cid, port) }
 		case "kubevirt":
 			targets[i].dial = func(ctx context.Context) (io.Closer, error) { return kubevirtDial(ctx, ns, cid, port) }
@@ -352,7 +352,9 @@ func (f closerFunc) Close() error { return f() }
 // pattern dial them) beside the floor, plain mdlayher/vsock from here to N
 // global namespaces with a port each; and N fake guests at CID 3, each in a
 // local namespace of its own, beside N guests at CIDs 3.. in global
-// namespaces. 3000 dials over 64 goroutines per case; VSOCKNS_SCALE_PASSES
+// namespaces. vsockns-ports is vsockns with a port of its own in each
+// namespace, as the floor has, instead of one port everywhere. 3000 dials
+// over 64 goroutines per case; VSOCKNS_SCALE_PASSES
 // passes (default 2), the variants taking turns; VSOCKNS_SCALE_RUN (a
 // regular expression over "variant/N") picks cases. Run it with
 // -test.benchtime=1x: one iteration is the whole matrix.
@@ -374,7 +376,7 @@ func BenchmarkScale(b *testing.B) {
 		vs []string
 	}
 	groups := []group{
-		{[]int{1, 100, 1000}, []string{"floor", "vsockns", "kubevirt"}},
+		{[]int{1, 100, 1000}, []string{"floor", "vsockns", "vsockns-ports", "kubevirt"}},
 		{[]int{1, 100}, []string{"floor-guest", "vsockns-guest", "kubevirt-guest"}},
 	}
 	for b.Loop() {

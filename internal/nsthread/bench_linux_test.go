@@ -4,6 +4,7 @@ package nsthread
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"testing"
 
@@ -139,5 +140,48 @@ func BenchmarkLockedCallerVsockSocket(b *testing.B) {
 			b.Skip("no vsock:", err)
 		}
 		unix.Close(fd)
+	}
+}
+
+// BenchmarkRunAcrossNamespaces: a switch into one namespace again and
+// again, against switches round-robin over a thousand, through Run and as
+// bare setns(2) there and back on a locked thread. It tells how much of a
+// dial's cost at node scale is the kernel's (colder namespaces) and how
+// much Run's own.
+func BenchmarkRunAcrossNamespaces(b *testing.B) {
+	needRoot(b)
+	targets := make([]int, 1000)
+	for i := range targets {
+		targets[i] = newNamespace(b)
+	}
+	home, err := Current()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(home)
+	for _, n := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("Run/N=%d", n), func(b *testing.B) {
+			i := 0
+			for b.Loop() {
+				if err := Run(context.Background(), nil, FD(targets[i%n]), func() error { return nil }); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+		b.Run(fmt.Sprintf("setns/N=%d", n), func(b *testing.B) {
+			runtime.LockOSThread()
+			i := 0
+			for b.Loop() {
+				if err := rawSetns(targets[i%n], unix.CLONE_NEWNET); err != nil {
+					b.Fatal(err)
+				}
+				if err := rawSetns(home, unix.CLONE_NEWNET); err != nil {
+					b.Fatal(err) // still locked: the thread goes with the goroutine
+				}
+				i++
+			}
+			runtime.UnlockOSThread()
+		})
 	}
 }
