@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -184,4 +185,77 @@ func BenchmarkRunAcrossNamespaces(b *testing.B) {
 			runtime.UnlockOSThread()
 		})
 	}
+}
+
+// runPrevious is Run as it was before contexts, pools, the nested-Run
+// registry and the Goexit/panic handling, kept here only as the baseline
+// of BenchmarkRunVsPrevious.
+func runPrevious(slots chan struct{}, target int, fn func() error) error {
+	slots <- struct{}{}
+	defer func() { <-slots }()
+	done := make(chan error, 1)
+	go func() {
+		home, err := homeNamespace()
+		if err != nil {
+			done <- err
+			return
+		}
+		runtime.LockOSThread()
+		if err := setns(target, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
+		ferr := fn()
+		if err := setns(home, unix.CLONE_NEWNET); err != nil {
+			done <- err // still locked: discarded
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- ferr
+	}()
+	for range 8 {
+		select {
+		case err := <-done:
+			return err
+		default:
+			runtime.Gosched()
+		}
+	}
+	return <-done
+}
+
+// BenchmarkRunVsPrevious: Run and runPrevious creating a vsock socket in
+// another namespace, taking turns call by call, so both see the same
+// machine state. It reports "current-ns/switch" and "previous-ns/switch".
+func BenchmarkRunVsPrevious(b *testing.B) {
+	needRoot(b)
+	target := newNamespace(b)
+	slots := make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+	var fd int
+	mk := func() (err error) {
+		fd, err = vsockSocket()
+		return err
+	}
+	var cur, prev time.Duration
+	n := 0
+	for b.Loop() {
+		t0 := time.Now()
+		if err := Run(context.Background(), nil, FD(target), mk); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		unix.Close(fd)
+		t2 := time.Now()
+		if err := runPrevious(slots, target, mk); err != nil {
+			b.Fatal(err)
+		}
+		t3 := time.Now()
+		unix.Close(fd)
+		cur += t1.Sub(t0)
+		prev += t3.Sub(t2)
+		n++
+	}
+	b.ReportMetric(float64(cur.Nanoseconds())/float64(n), "current-ns/switch")
+	b.ReportMetric(float64(prev.Nanoseconds())/float64(n), "previous-ns/switch")
 }

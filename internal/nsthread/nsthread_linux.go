@@ -225,8 +225,7 @@ func runLocked(target int, fn func() error, done chan<- outcome) {
 		done <- outcome{err: os.NewSyscallError("setns", err)}
 		return
 	}
-	tid := unix.Gettid()
-	inside.Store(tid, struct{}{})
+	mark := enter(unix.Gettid())
 	returned := false
 	defer func() {
 		if returned {
@@ -235,7 +234,7 @@ func runLocked(target int, fn func() error, done chan<- outcome) {
 		// fn panicked or called runtime.Goexit. The thread stays locked:
 		// when this goroutine ends, the runtime terminates it instead of
 		// reusing a thread in an unknown namespace.
-		inside.Delete(tid)
+		mark.leave()
 		if v := recover(); v != nil {
 			done <- outcome{panicked: true, panicValue: v}
 			return
@@ -245,7 +244,7 @@ func runLocked(target int, fn func() error, done chan<- outcome) {
 
 	ferr := fn()
 	returned = true
-	inside.Delete(tid)
+	mark.leave()
 
 	if err := setns(home, unix.CLONE_NEWNET); err != nil {
 		// Still locked: when this goroutine returns, the runtime
@@ -258,15 +257,46 @@ func runLocked(target int, fn func() error, done chan<- outcome) {
 	done <- outcome{err: ferr}
 }
 
-// inside holds the thread IDs of the threads running an fn of Run. Such a
-// thread is locked to Run's goroutine, so a Run called from that thread is
-// a Run from inside fn.
-var inside sync.Map
+// inside holds the thread IDs of the threads running an fn of Run, in the
+// first free entries (0: free). Such a thread is locked to Run's goroutine,
+// so a Run called from that thread is a Run from inside fn. A fixed array of
+// atomics rather than a map: entering and leaving cost no allocation, and
+// only a caller that finds its pool full looks.
+var inside [maxInside]atomic.Int32
+
+// maxInside bounds the threads that can be inside Run at once and be seen
+// as such: the pools' sizes plus the nested Runs beyond them. A thread that
+// finds no free entry runs unmarked (a Run inside its fn then waits for a
+// place like any other).
+const maxInside = 256
+
+// insideMark is a thread's entry in inside, or -1.
+type insideMark int
+
+func enter(tid int) insideMark {
+	for i := range inside {
+		if inside[i].CompareAndSwap(0, int32(tid)) {
+			return insideMark(i)
+		}
+	}
+	return -1
+}
+
+func (m insideMark) leave() {
+	if m >= 0 {
+		inside[m].Store(0)
+	}
+}
 
 // nested reports whether the caller is an fn of Run.
 func nested() bool {
-	_, ok := inside.Load(unix.Gettid())
-	return ok
+	tid := int32(unix.Gettid())
+	for i := range inside {
+		if inside[i].Load() == tid {
+			return true
+		}
+	}
+	return false
 }
 
 // acquire takes a place in p, waiting until ctx is done. held is false

@@ -55,9 +55,13 @@ func TestBench(t *testing.T) {
 	}
 	count := envOr("VSOCKNS_BENCH_COUNT", "5")
 	benchtime := envOr("VSOCKNS_BENCH_TIME", "1s")
+	args := []string{"-test.run=^$", "-test.bench=" + envOr("VSOCKNS_BENCH_RUN", "."), "-test.benchmem", "-test.benchtime=" + benchtime, "-test.timeout=60m"}
+	if os.Getenv("VSOCKNS_BENCH_RUN") == "" {
+		// The scale matrix is `make bench-scale`, a run of its own.
+		args = append(args, "-test.skip=^BenchmarkScale$")
+	}
 	bins, err := BuildTests(root, work, []string{"github.com/vsockns/vsockns"},
-		append([]string{"-test.run=^$", "-test.bench=" + envOr("VSOCKNS_BENCH_RUN", "."), "-test.benchmem", "-test.benchtime=" + benchtime, "-test.timeout=60m"},
-			strings.Fields(os.Getenv("VSOCKNS_BENCH_ARGS"))...))
+		append(args, strings.Fields(os.Getenv("VSOCKNS_BENCH_ARGS"))...))
 	if err != nil {
 		t.Fatal(err)
 	}
