@@ -101,34 +101,40 @@ func dialVsockns(ns netns.NsHandle) dialFunc {
 // enter the namespace, do the whole dial there, go back.
 func dialKubeVirt(ns netns.NsHandle) dialFunc {
 	return func(ctx context.Context, port uint32) (io.Closer, error) {
-		type result struct {
-			c   io.Closer
-			err error
-		}
-		ch := make(chan result, 1)
-		go func() {
-			runtime.LockOSThread()
-			orig, err := netns.Get()
-			if err != nil {
-				runtime.UnlockOSThread()
-				ch <- result{nil, err}
-				return
-			}
-			defer orig.Close()
-			if err := netns.Set(ns); err != nil {
-				runtime.UnlockOSThread()
-				ch <- result{nil, err}
-				return
-			}
-			c, err := vsock.DialContext(ctx, vsock.Local, port, nil)
-			if netns.Set(orig) == nil {
-				runtime.UnlockOSThread()
-			}
-			ch <- result{c, err}
-		}()
-		r := <-ch
-		return r.c, r.err
+		return kubevirtDial(ctx, ns, vsock.Local, port)
 	}
+}
+
+// kubevirtDial dials cid:port on a locked thread moved into ns, and moves
+// it back (a thread that cannot be is left locked, so the runtime ends it).
+func kubevirtDial(ctx context.Context, ns netns.NsHandle, cid, port uint32) (io.Closer, error) {
+	type result struct {
+		c   io.Closer
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{nil, err}
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{nil, err}
+			return
+		}
+		c, err := vsock.DialContext(ctx, cid, port, nil)
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
 }
 
 // dialLockedCaller is the fastest way to switch: the calling goroutine
@@ -505,28 +511,7 @@ func BenchmarkDialParallelInterleaved(b *testing.B) {
 	floor, others := benchTargets(b)
 	interleave(b, dialVariants(floor, others),
 		func(v dialVariant) (int, time.Duration) {
-			var left atomic.Int64
-			left.Store(dialsPerTurn)
-			var wg sync.WaitGroup
-			start := time.Now()
-			for range workers {
-				wg.Go(func() {
-					ctx := context.Background()
-					for left.Add(-1) >= 0 {
-						c, err := v.dial(ctx, v.port)
-						if err != nil {
-							b.Error(v.name, err)
-							return
-						}
-						c.Close()
-					}
-				})
-			}
-			wg.Wait()
-			if b.Failed() {
-				b.FailNow()
-			}
-			return dialsPerTurn, time.Since(start)
+			return dialsPerTurn, dialBurst(b, v, workers, dialsPerTurn)
 		},
 		func(v dialVariant, n int, d time.Duration) {
 			b.ReportMetric(float64(n)/d.Seconds(), v.name+"-dials/s")
@@ -559,28 +544,7 @@ func BenchmarkPoolSize(b *testing.B) {
 				nsthread.Short = p
 			}
 			defer func() { nsthread.Short = orig }()
-			var left atomic.Int64
-			left.Store(dialsPerTurn)
-			var wg sync.WaitGroup
-			start := time.Now()
-			for range workers {
-				wg.Go(func() {
-					for left.Add(-1) >= 0 {
-						c, err := v.dial(context.Background(), v.port)
-						if err != nil {
-							b.Error(v.name, err)
-							return
-						}
-						c.Close()
-					}
-				})
-			}
-			wg.Wait()
-			d := time.Since(start)
-			if b.Failed() {
-				b.FailNow()
-			}
-			return dialsPerTurn, d
+			return dialsPerTurn, dialBurst(b, v, workers, dialsPerTurn)
 		},
 		func(v dialVariant, n int, d time.Duration) {
 			b.ReportMetric(float64(n)/d.Seconds(), v.name+"-dials/s")
@@ -645,4 +609,31 @@ func BenchmarkNewNamespace(b *testing.B) {
 		func(v dialVariant, n int, d time.Duration) {
 			b.ReportMetric(float64(d.Nanoseconds())/float64(n), v.name+"-ns/create")
 		})
+}
+
+// dialBurst makes n dials of v from workers goroutines between them, each
+// closed at once, and returns how long that took.
+func dialBurst(b *testing.B, v dialVariant, workers, n int) time.Duration {
+	var left atomic.Int64
+	left.Store(int64(n))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for left.Add(-1) >= 0 {
+				c, err := v.dial(context.Background(), v.port)
+				if err != nil {
+					b.Error(v.name, err)
+					return
+				}
+				c.Close()
+			}
+		})
+	}
+	wg.Wait()
+	d := time.Since(start)
+	if b.Failed() {
+		b.FailNow()
+	}
+	return d
 }

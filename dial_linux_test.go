@@ -272,15 +272,7 @@ func TestDialerRaisesConnectTimeout(t *testing.T) {
 	c, err := d.DialVsock(context.Background(), vsock.Local, l.Addr().(*vsock.Addr).Port)
 	require.NoError(t, err)
 	defer c.Close()
-	rc, err := c.SyscallConn()
-	require.NoError(t, err)
-	var tv *unix.Timeval
-	var gerr error
-	require.NoError(t, rc.Control(func(fd uintptr) {
-		tv, gerr = unix.GetsockoptTimeval(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_CONNECT_TIMEOUT)
-	}))
-	require.NoError(t, gerr)
-	got := time.Duration(tv.Nano())
+	got := connectTimeout(t, c)
 	assert.Greater(t, got, 29*time.Second)
 	assert.LessOrEqual(t, got, 31*time.Second)
 
@@ -288,13 +280,7 @@ func TestDialerRaisesConnectTimeout(t *testing.T) {
 	c2, err := vsockns.Dial(netns.None(), vsock.Local, l.Addr().(*vsock.Addr).Port)
 	require.NoError(t, err)
 	defer c2.Close()
-	rc, err = c2.SyscallConn()
-	require.NoError(t, err)
-	require.NoError(t, rc.Control(func(fd uintptr) {
-		tv, gerr = unix.GetsockoptTimeval(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_CONNECT_TIMEOUT)
-	}))
-	require.NoError(t, gerr)
-	assert.Equal(t, 2*time.Second, time.Duration(tv.Nano()))
+	assert.Equal(t, 2*time.Second, connectTimeout(t, c2))
 
 	// Nor with a deadline shorter than it: the context ends the connect
 	// first (before the fix, a 1 s timeout set the option to about 2 s).
@@ -302,13 +288,7 @@ func TestDialerRaisesConnectTimeout(t *testing.T) {
 	c3, err := short.DialVsock(context.Background(), vsock.Local, l.Addr().(*vsock.Addr).Port)
 	require.NoError(t, err)
 	defer c3.Close()
-	rc, err = c3.SyscallConn()
-	require.NoError(t, err)
-	require.NoError(t, rc.Control(func(fd uintptr) {
-		tv, gerr = unix.GetsockoptTimeval(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_CONNECT_TIMEOUT)
-	}))
-	require.NoError(t, gerr)
-	assert.Equal(t, 2*time.Second, time.Duration(tv.Nano()), "the kernel's default stays")
+	assert.Equal(t, 2*time.Second, connectTimeout(t, c3), "the kernel's default stays")
 }
 
 // Errors of connections and listeners have package net's shape: the errno
@@ -527,3 +507,19 @@ func fdCount(t testing.TB) int {
 // maxThreadGrowth is how many threads a burst of dials may add: the
 // runtime's own spares, not one per dial.
 func maxThreadGrowth() int { return 8 }
+
+// connectTimeout reads c's SO_VM_SOCKETS_CONNECT_TIMEOUT.
+func connectTimeout(t testing.TB, c *vsockns.Conn) time.Duration {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	require.NoError(t, err)
+	var (
+		tv   *unix.Timeval
+		gerr error
+	)
+	require.NoError(t, rc.Control(func(fd uintptr) {
+		tv, gerr = unix.GetsockoptTimeval(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_CONNECT_TIMEOUT)
+	}))
+	require.NoError(t, gerr)
+	return time.Duration(tv.Nano())
+}

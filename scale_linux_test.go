@@ -23,7 +23,6 @@ import (
 	"github.com/mdlayher/vsock"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/vishvananda/netns"
 
 	"github.com/vsockns/vsockns"
 	"github.com/vsockns/vsockns/vsocktest"
@@ -255,38 +254,6 @@ func acceptAndClose(l net.Listener) {
 		}
 		c.Close()
 	}
-}
-
-// kubevirtDial is KubeVirt virt-handler's pattern: a locked thread enters
-// the namespace, dials there and moves back.
-func kubevirtDial(ctx context.Context, ns netns.NsHandle, cid, port uint32) (io.Closer, error) {
-	type result struct {
-		c   io.Closer
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		c, err := vsock.DialContext(ctx, cid, port, nil)
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
 }
 
 func countDir(dir string) int {

@@ -407,17 +407,7 @@ func TestGuestWritesRightAfterAccept(t *testing.T) {
 // the int32 range (up to 4 GiB - 1 is allowed): the guest still sees
 // credit and writes (before the fix it stalled forever).
 func TestGuestWritesToHostWithHugeBuffer(t *testing.T) {
-	testenv.NamespacesExpected(t)
-	g := newGuest(t, netns.None(), false)
-	l, err := g.Listen(0)
-	require.NoError(t, err)
-	defer l.Close()
-	c, err := vsockns.Dial(netns.None(), g.CID(), l.Addr().(*vsock.Addr).Port)
-	require.NoError(t, err)
-	defer c.Close()
-	gc, err := l.Accept()
-	require.NoError(t, err)
-	defer gc.Close()
+	c, gc := hostGuestPair(t)
 
 	const huge = 3 << 30 // 3 GiB
 	rc, err := c.SyscallConn()
@@ -470,16 +460,7 @@ func TestGuestListenerCloseResetsUnaccepted(t *testing.T) {
 // Concurrent Writes on one guest connection do not interleave: each large
 // write arrives as one run of its own byte.
 func TestGuestConcurrentWritesDoNotInterleave(t *testing.T) {
-	testenv.NamespacesExpected(t)
-	g := newGuest(t, netns.None(), false)
-	l, err := g.Listen(0)
-	require.NoError(t, err)
-	defer l.Close()
-	c, err := vsockns.Dial(netns.None(), g.CID(), l.Addr().(*vsock.Addr).Port)
-	require.NoError(t, err)
-	defer c.Close()
-	gc, err := l.Accept()
-	require.NoError(t, err)
+	c, gc := hostGuestPair(t)
 
 	const writers, size = 4, 256 << 10 // each larger than the host's 256 KiB credit
 	var wg sync.WaitGroup
@@ -494,7 +475,7 @@ func TestGuestConcurrentWritesDoNotInterleave(t *testing.T) {
 		})
 	}
 	all := make([]byte, writers*size)
-	_, err = io.ReadFull(c, all)
+	_, err := io.ReadFull(c, all)
 	require.NoError(t, err)
 	wg.Wait()
 	gc.Close()
@@ -608,4 +589,22 @@ func waitUntil(t testing.TB, cond func() bool, msg string, args ...any) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// hostGuestPair connects a host socket (current namespace) to a fresh
+// guest's listener and returns both ends, closed at cleanup.
+func hostGuestPair(t *testing.T) (*vsockns.Conn, net.Conn) {
+	t.Helper()
+	testenv.NamespacesExpected(t)
+	g := newGuest(t, netns.None(), false)
+	l, err := g.Listen(0)
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	c, err := vsockns.Dial(netns.None(), g.CID(), l.Addr().(*vsock.Addr).Port)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	gc, err := l.Accept()
+	require.NoError(t, err)
+	t.Cleanup(func() { gc.Close() })
+	return c, gc
 }
