@@ -269,13 +269,23 @@ func (e *explained) Unwrap() []error {
 	return []error{e.err}
 }
 
-func dial(ctx context.Context, ref nsRef, cid, port uint32) (*Conn, error) {
+func dial(ctx context.Context, d *Dialer, cid, port uint32) (*Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, dialError(cid, port, err)
 	}
-	c, err := newSocket(ctx, ref, unix.SOCK_STREAM)
+	c, err := newSocket(ctx, nsRef{d.Namespace, d.NetNS}, unix.SOCK_STREAM)
 	if err != nil {
 		return nil, dialError(cid, port, err)
+	}
+	if err := prepare(c, d.BufferSize, d.Control, &vsock.Addr{ContextID: cid, Port: port}); err != nil {
+		c.Close()
+		return nil, dialError(cid, port, err)
+	}
+	if la := d.LocalAddr; la != nil {
+		if err := c.Bind(&unix.SockaddrVM{CID: la.ContextID, Port: la.Port}); err != nil {
+			c.Close()
+			return nil, dialError(cid, port, err)
+		}
 	}
 	if d, ok := ctx.Deadline(); ok {
 		// The kernel gives up after its own connect timeout even for
@@ -325,6 +335,102 @@ func connectError(err error) error {
 		return &explained{err, "the CID is claimed but its device is not running", nil}
 	}
 	return err
+}
+
+// prepare applies a Dialer's or ListenConfig's socket options to a new
+// socket, then calls its Control hook, before connect or bind.
+func prepare(c *socket.Conn, bufferSize uint64, control func(network, address string, c syscall.RawConn) error, addr *vsock.Addr) error {
+	if bufferSize > 0 {
+		if err := setBufferSize(c, bufferSize); err != nil {
+			return err
+		}
+	}
+	if control != nil {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		if err := control(Network, addr.String(), rc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setBufferSize sets SO_VM_SOCKETS_BUFFER_SIZE to n, first raising
+// SO_VM_SOCKETS_BUFFER_MAX_SIZE (or lowering _MIN_) where n is outside
+// them: the kernel clamps the size to those bounds silently.
+func setBufferSize(c *socket.Conn, n uint64) error {
+	lo, err := vsockOption(c, unix.SO_VM_SOCKETS_BUFFER_MIN_SIZE)
+	if err != nil {
+		return err
+	}
+	hi, err := vsockOption(c, unix.SO_VM_SOCKETS_BUFFER_MAX_SIZE)
+	if err != nil {
+		return err
+	}
+	if n > hi {
+		if err := setVsockOption(c, unix.SO_VM_SOCKETS_BUFFER_MAX_SIZE, n); err != nil {
+			return err
+		}
+	}
+	if n < lo {
+		if err := setVsockOption(c, unix.SO_VM_SOCKETS_BUFFER_MIN_SIZE, n); err != nil {
+			return err
+		}
+	}
+	return setVsockOption(c, unix.SO_VM_SOCKETS_BUFFER_SIZE, n)
+}
+
+// vsockOption reads a 64-bit AF_VSOCK socket option.
+func vsockOption(c *socket.Conn, opt int) (uint64, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var (
+		v    uint64
+		gerr error
+	)
+	if err := rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptUint64(int(fd), unix.AF_VSOCK, opt) }); err != nil {
+		return 0, err
+	}
+	return v, os.NewSyscallError("getsockopt", gerr)
+}
+
+// setVsockOption writes a 64-bit AF_VSOCK socket option.
+func setVsockOption(c *socket.Conn, opt int, v uint64) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptUint64(int(fd), unix.AF_VSOCK, opt, v) }); err != nil {
+		return err
+	}
+	return os.NewSyscallError("setsockopt", serr)
+}
+
+// SetBufferSize sets the connection's receive buffer
+// (SO_VM_SOCKETS_BUFFER_SIZE; the kernel's default is 256 KiB), raising its
+// maximum (or lowering its minimum) where n is outside them. The peer
+// learns the new size with the next packet it receives.
+func (c *Conn) SetBufferSize(n uint64) error {
+	return c.opError("set", setBufferSize(c.c, n))
+}
+
+// BufferSize returns the connection's receive buffer size and its bounds
+// (SO_VM_SOCKETS_BUFFER_SIZE, _MIN_SIZE and _MAX_SIZE).
+func (c *Conn) BufferSize() (size, minSize, maxSize uint64, err error) {
+	for _, o := range []struct {
+		opt int
+		v   *uint64
+	}{{unix.SO_VM_SOCKETS_BUFFER_SIZE, &size}, {unix.SO_VM_SOCKETS_BUFFER_MIN_SIZE, &minSize}, {unix.SO_VM_SOCKETS_BUFFER_MAX_SIZE, &maxSize}} {
+		if *o.v, err = vsockOption(c.c, o.opt); err != nil {
+			return 0, 0, 0, c.opError("get", err)
+		}
+	}
+	return size, minSize, maxSize, nil
 }
 
 // kernelConnectTimeout is the kernel's default SO_VM_SOCKETS_CONNECT_TIMEOUT
@@ -381,6 +487,10 @@ func listen(ctx context.Context, lc *ListenConfig, cid, port uint32) (*Listener,
 	}
 	c, err := newSocket(ctx, nsRef{lc.Namespace, lc.NetNS}, unix.SOCK_STREAM)
 	if err != nil {
+		return nil, opError("listen", err, laddr, nil)
+	}
+	if err := prepare(c, lc.BufferSize, lc.Control, laddr); err != nil {
+		c.Close()
 		return nil, opError("listen", err, laddr, nil)
 	}
 	if port == 0 {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/vsock"
@@ -40,6 +41,24 @@ type Dialer struct {
 
 	// Deadline, if non-zero, is an absolute time after which dials fail.
 	Deadline time.Time
+
+	// LocalAddr, if not nil, is the address the socket is bound to before
+	// it connects (a CID of this machine, or VMADDR_CID_ANY, and a port),
+	// like net.Dialer's LocalAddr. Nil lets the kernel pick (any CID, a
+	// free port).
+	LocalAddr *vsock.Addr
+
+	// BufferSize, if not zero, is the socket's receive buffer
+	// (SO_VM_SOCKETS_BUFFER_SIZE), set before it connects; its maximum is
+	// raised (or minimum lowered) as needed. Zero keeps the kernel's
+	// default, 256 KiB, which caps a connection's throughput.
+	BufferSize uint64
+
+	// Control, if not nil, is called after the socket is created in the
+	// namespace and its options are set, before it connects, with network
+	// "vsock" and the address dialed in (*vsock.Addr).String's form, as
+	// net.Dialer's Control is. An error from it ends the dial.
+	Control func(network, address string, c syscall.RawConn) error
 }
 
 // DialContext connects to address on the named network, which must be
@@ -96,7 +115,7 @@ func (d *Dialer) DialVsock(ctx context.Context, cid, port uint32) (*Conn, error)
 		ctx, cancel = context.WithDeadline(ctx, d.Deadline)
 		defer cancel()
 	}
-	return dial(ctx, nsRef{d.Namespace, d.NetNS}, cid, port)
+	return dial(ctx, d, cid, port)
 }
 
 // Dial connects to cid:port from namespace ns. It is the zero Dialer's

@@ -3,6 +3,7 @@ package vsockns
 import (
 	"context"
 	"net"
+	"syscall"
 
 	"github.com/mdlayher/vsock"
 
@@ -23,6 +24,17 @@ type ListenConfig struct {
 
 	// Backlog is listen(2)'s backlog; zero means SOMAXCONN.
 	Backlog int
+
+	// BufferSize, if not zero, is the listening socket's receive buffer
+	// (SO_VM_SOCKETS_BUFFER_SIZE, its bounds adjusted as needed), which
+	// accepted connections inherit. Zero keeps the kernel's 256 KiB.
+	BufferSize uint64
+
+	// Control, if not nil, is called after the socket is created in the
+	// namespace and before it is bound, with network "vsock" and the
+	// address to listen on, as net.ListenConfig's Control is. An error from
+	// it ends the listen.
+	Control func(network, address string, c syscall.RawConn) error
 }
 
 // Listen announces on address of the named network, which must be "vsock".

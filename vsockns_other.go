@@ -32,6 +32,10 @@ func (*Conn) SetDeadline(time.Time) error           { return errPlatform }
 func (*Conn) SetReadDeadline(time.Time) error       { return errPlatform }
 func (*Conn) SetWriteDeadline(time.Time) error      { return errPlatform }
 func (*Conn) SyscallConn() (syscall.RawConn, error) { return nil, errPlatform }
+func (*Conn) SetBufferSize(uint64) error            { return errPlatform }
+func (*Conn) BufferSize() (size, minSize, maxSize uint64, err error) {
+	return 0, 0, 0, errPlatform
+}
 
 // A Listener accepts vsock connections. Outside Linux none can be made.
 type Listener struct{}
@@ -43,7 +47,7 @@ func (*Listener) Close() error                                 { return errPlatf
 func (*Listener) SetDeadline(time.Time) error                  { return errPlatform }
 func (*Listener) SyscallConn() (syscall.RawConn, error)        { return nil, errPlatform }
 
-func dial(_ context.Context, _ nsRef, cid, port uint32) (*Conn, error) {
+func dial(_ context.Context, _ *Dialer, cid, port uint32) (*Conn, error) {
 	return nil, dialError(cid, port, errPlatform)
 }
 
