@@ -637,3 +637,51 @@ func dialBurst(b *testing.B, v dialVariant, workers, n int) time.Duration {
 	}
 	return d
 }
+
+// BenchmarkThroughputBuffer: 64 KiB writes through a connection in a local
+// namespace whose both ends have a receive buffer of 256 KiB (the kernel's
+// default), 1 MiB or 4 MiB (ListenConfig.BufferSize, inherited by the
+// accepted end, and Dialer.BufferSize), beside the floor: mdlayher/vsock
+// at the default size in the current namespace.
+func BenchmarkThroughputBuffer(b *testing.B) {
+	floor, _ := benchTargets(b)
+	ns := nsOfMode(b, vsockns.ModeLocal)
+	run := func(b *testing.B, size uint64) {
+		lns := ns
+		if size == 0 {
+			lns = floor.ns
+		}
+		lc := vsockns.ListenConfig{Namespace: lns, BufferSize: size}
+		l, err := lc.ListenVsock(context.Background(), vsock.Local, 0)
+		require.NoError(b, err)
+		defer l.Close()
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			_, _ = io.Copy(io.Discard, c)
+		}()
+		var c io.WriteCloser
+		if size == 0 {
+			c, err = vsock.Dial(vsock.Local, l.Addr().(*vsock.Addr).Port, nil)
+		} else {
+			d := vsockns.Dialer{Namespace: ns, BufferSize: size}
+			c, err = d.DialVsock(context.Background(), vsock.Local, l.Addr().(*vsock.Addr).Port)
+		}
+		require.NoError(b, err)
+		defer c.Close()
+		buf := make([]byte, 64<<10)
+		b.SetBytes(int64(len(buf)))
+		for b.Loop() {
+			if _, err := c.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("floor", func(b *testing.B) { run(b, 0) })
+	for _, size := range []uint64{256 << 10, 1 << 20, 4 << 20} {
+		b.Run(fmt.Sprintf("vsockns-%dKiB", size>>10), func(b *testing.B) { run(b, size) })
+	}
+}
