@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -234,3 +235,12 @@ func resolve(op, network, address string) (*vsock.Addr, error) {
 	}
 	return a, nil
 }
+
+// FileConn returns a Conn for the connected AF_VSOCK stream socket open as
+// f (handed over by a helper or a parent, or from Conn.File), with a
+// descriptor of its own: closing f afterwards does not affect it. Its
+// namespace is the one the socket was created in. A descriptor that is not
+// a connected AF_VSOCK stream socket is refused with an error saying which
+// (EAFNOSUPPORT, EPROTOTYPE, EINVAL for a listener, ENOTCONN; ENOTSOCK or
+// EBADF for what is no socket at all).
+func FileConn(f *os.File) (*Conn, error) { return fileConn(f) }

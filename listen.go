@@ -3,6 +3,7 @@ package vsockns
 import (
 	"context"
 	"net"
+	"os"
 	"syscall"
 
 	"github.com/mdlayher/vsock"
@@ -75,3 +76,11 @@ func ListenContextID(ns netns.NsHandle, cid, port uint32) (*Listener, error) {
 	lc := ListenConfig{Namespace: ns}
 	return lc.ListenVsock(context.Background(), cid, port)
 }
+
+// FileListener returns a Listener for the listening AF_VSOCK stream socket
+// open as f (from systemd socket activation, another process, Listener.File),
+// with a descriptor of its own: closing f afterwards does not affect it. A
+// descriptor that is not an AF_VSOCK socket, not a stream socket or not
+// listening is refused with an error saying which (EAFNOSUPPORT,
+// EPROTOTYPE, EINVAL; ENOTSOCK or EBADF for what is no socket at all).
+func FileListener(f *os.File) (*Listener, error) { return fileListener(f) }

@@ -81,6 +81,15 @@ type Vhost struct{}
 
 func openVhost(nsRef) (*Vhost, error) { return nil, errPlatform }
 
+func fileConn(*os.File) (*Conn, error)         { return nil, errPlatform }
+func fileListener(*os.File) (*Listener, error) { return nil, errPlatform }
+
+// File returns no file outside Linux.
+func (*Conn) File() (*os.File, error) { return nil, errPlatform }
+
+// File returns no file outside Linux.
+func (*Listener) File() (*os.File, error) { return nil, errPlatform }
+
 // Close releases nothing outside Linux; a Namespace cannot be made there.
 func (*Namespace) Close() error { return errPlatform }
 
