@@ -86,3 +86,23 @@ func (e *CIDError) Error() string {
 func reservedCID(cid uint32) bool {
 	return cid <= 2 || cid == vmaddrCIDAny
 }
+
+// Virtio features of the vhost-vsock device (Vhost.Features, SetFeatures).
+const (
+	FeatureSeqpacket uint64 = 1 << 1  // VIRTIO_VSOCK_F_SEQPACKET
+	FeatureVersion1  uint64 = 1 << 32 // VIRTIO_F_VERSION_1
+)
+
+// A MemoryRegion is a stretch of guest memory in this process, for
+// Vhost.SetMemTable.
+type MemoryRegion struct {
+	GuestPhysAddr uint64 // where the guest sees it
+	Size          uint64
+	UserAddr      uint64 // where this process has it mapped
+}
+
+// VringAddr locates a split virtqueue's three parts in this process's
+// memory, for Vhost.SetVringAddr.
+type VringAddr struct {
+	Desc, Avail, Used uint64
+}

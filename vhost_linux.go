@@ -13,10 +13,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// vhost ioctls (linux/vhost.h; x/sys/unix does not have the vsock ones).
-const (
-	vhostSetOwner         = 0xaf01     // _IO(VHOST_VIRTIO, 0x01)
-	vhostVsockSetGuestCID = 0x4008af60 // _IOW(VHOST_VIRTIO, 0x60, __u64)
+// ioc encodes an ioctl number as the kernel's _IOC does on this
+// architecture (see ioctl_*linux.go).
+func ioc(dir, nr, size uintptr) uintptr {
+	return dir<<iocDirPos | (size&iocSizeMax)<<16 | vhostVirtio<<8 | nr
+}
+
+// vhost ioctls (linux/vhost.h; x/sys/unix has none of them).
+const vhostVirtio = 0xAF
+
+var (
+	vhostSetOwner         = ioc(iocNone, 0x01, 0)
+	vhostGetFeatures      = ioc(iocRead, 0x00, 8)
+	vhostSetFeatures      = ioc(iocWrite, 0x00, 8)
+	vhostSetMemTable      = ioc(iocWrite, 0x03, 8) // sizeof(struct vhost_memory): the header
+	vhostSetVringNum      = ioc(iocWrite, 0x10, 8) // struct vhost_vring_state
+	vhostSetVringAddr     = ioc(iocWrite, 0x11, 40)
+	vhostSetVringBase     = ioc(iocWrite, 0x12, 8)
+	vhostSetVringKick     = ioc(iocWrite, 0x20, 8) // struct vhost_vring_file
+	vhostSetVringCall     = ioc(iocWrite, 0x21, 8)
+	vhostVsockSetGuestCID = ioc(iocWrite, 0x60, 8)
+	vhostVsockSetRunning  = ioc(iocWrite, 0x61, 4)
 )
 
 // A Vhost is an open /dev/vhost-vsock, bound to the network namespace it
@@ -131,4 +148,101 @@ func checkGuestCID(cid uint32) error {
 		return &CIDError{cid, "is VMADDR_CID_ANY"}
 	}
 	return nil
+}
+
+// Features returns the virtio features the device offers
+// (VHOST_GET_FEATURES): FeatureVersion1, FeatureSeqpacket, ...
+func (v *Vhost) Features() (uint64, error) {
+	var f uint64
+	if err := v.ioctl(vhostGetFeatures, unsafe.Pointer(&f)); err != nil {
+		return 0, v.ioctlError("VHOST_GET_FEATURES", err)
+	}
+	return f, nil
+}
+
+// SetFeatures acknowledges the features the driver uses
+// (VHOST_SET_FEATURES), a subset of Features.
+func (v *Vhost) SetFeatures(f uint64) error {
+	return v.ioctlError("VHOST_SET_FEATURES", v.ioctl(vhostSetFeatures, unsafe.Pointer(&f)))
+}
+
+// SetMemTable tells the device where guest memory is in this process
+// (VHOST_SET_MEM_TABLE). At least one region is needed.
+func (v *Vhost) SetMemTable(regions []MemoryRegion) error {
+	if len(regions) == 0 {
+		return fmt.Errorf("vsockns: VHOST_SET_MEM_TABLE: no memory regions")
+	}
+	// struct vhost_memory: __u32 nregions, __u32 padding, then the regions.
+	buf := make([]uint64, 1+4*len(regions))
+	hdr := (*[2]uint32)(unsafe.Pointer(&buf[0]))
+	hdr[0], hdr[1] = uint32(len(regions)), 0
+	for i, r := range regions {
+		copy(buf[1+4*i:], []uint64{r.GuestPhysAddr, r.Size, r.UserAddr, 0})
+	}
+	return v.ioctlError("VHOST_SET_MEM_TABLE", v.ioctl(vhostSetMemTable, unsafe.Pointer(&buf[0])))
+}
+
+// SetVringNum sets the size (number of descriptors) of virtqueue index
+// (VHOST_SET_VRING_NUM).
+func (v *Vhost) SetVringNum(index, num uint32) error {
+	st := [2]uint32{index, num}
+	return v.ioctlError("VHOST_SET_VRING_NUM", v.ioctl(vhostSetVringNum, unsafe.Pointer(&st)))
+}
+
+// SetVringBase sets the index the device starts reading virtqueue index's
+// available ring at (VHOST_SET_VRING_BASE).
+func (v *Vhost) SetVringBase(index, base uint32) error {
+	st := [2]uint32{index, base}
+	return v.ioctlError("VHOST_SET_VRING_BASE", v.ioctl(vhostSetVringBase, unsafe.Pointer(&st)))
+}
+
+// SetVringAddr tells the device where virtqueue index's rings are, as
+// addresses in this process (VHOST_SET_VRING_ADDR).
+func (v *Vhost) SetVringAddr(index uint32, a VringAddr) error {
+	// struct vhost_vring_addr: index, flags, desc, used, avail, log.
+	addr := struct {
+		index, flags                    uint32
+		desc, used, avail, logGuestAddr uint64
+	}{index: index, desc: a.Desc, used: a.Used, avail: a.Avail}
+	return v.ioctlError("VHOST_SET_VRING_ADDR", v.ioctl(vhostSetVringAddr, unsafe.Pointer(&addr)))
+}
+
+// SetVringKick gives the device the eventfd the driver signals when it
+// adds buffers to virtqueue index (VHOST_SET_VRING_KICK).
+func (v *Vhost) SetVringKick(index uint32, eventfd *os.File) error {
+	return v.setVringFile(vhostSetVringKick, "VHOST_SET_VRING_KICK", index, eventfd)
+}
+
+// SetVringCall gives the device the eventfd it signals when it has used
+// buffers of virtqueue index (VHOST_SET_VRING_CALL).
+func (v *Vhost) SetVringCall(index uint32, eventfd *os.File) error {
+	return v.setVringFile(vhostSetVringCall, "VHOST_SET_VRING_CALL", index, eventfd)
+}
+
+func (v *Vhost) setVringFile(req uintptr, name string, index uint32, f *os.File) error {
+	if f == nil {
+		return fmt.Errorf("vsockns: %s: nil eventfd", name)
+	}
+	vf := struct {
+		index uint32
+		fd    int32
+	}{index, int32(f.Fd())}
+	return v.ioctlError(name, v.ioctl(req, unsafe.Pointer(&vf)))
+}
+
+// SetRunning starts or stops the device's processing of its virtqueues
+// (VHOST_VSOCK_SET_RUNNING).
+func (v *Vhost) SetRunning(on bool) error {
+	var r int32
+	if on {
+		r = 1
+	}
+	return v.ioctlError("VHOST_VSOCK_SET_RUNNING", v.ioctl(vhostVsockSetRunning, unsafe.Pointer(&r)))
+}
+
+func (v *Vhost) ioctlError(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("vsockns: %s: %w", VhostDevice, os.NewSyscallError("ioctl "+name, err))
 }

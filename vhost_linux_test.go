@@ -195,3 +195,23 @@ func TestOpenVhostBadHandle(t *testing.T) {
 	assert.Contains(t, fmt.Sprint(err), "not an open file descriptor")
 	requireAllThreadsHome(t)
 }
+
+// The device's feature bits through the typed methods: both kernels'
+// vhost-vsock offer VIRTIO_F_VERSION_1 and SEQPACKET; bad input to the
+// vring and memory methods is refused before any ioctl.
+func TestVhostFeaturesAndBadInput(t *testing.T) {
+	namespacesExpected(t)
+	v := openVhost(t, netns.None())
+	require.NoError(t, v.SetOwner())
+	f, err := v.Features()
+	require.NoError(t, err)
+	assert.NotZero(t, f&vsockns.FeatureVersion1, "features %#x", f)
+	assert.NotZero(t, f&vsockns.FeatureSeqpacket, "features %#x", f)
+	require.NoError(t, v.SetFeatures(vsockns.FeatureVersion1|vsockns.FeatureSeqpacket))
+	assert.ErrorContains(t, v.SetMemTable(nil), "no memory regions")
+	assert.ErrorContains(t, v.SetVringKick(0, nil), "nil eventfd")
+	assert.ErrorContains(t, v.SetVringCall(0, nil), "nil eventfd")
+	err = v.SetVringNum(7, 128) // a vhost-vsock device has two virtqueues
+	assert.ErrorIs(t, err, syscall.ENOBUFS)
+	assert.ErrorContains(t, err, "VHOST_SET_VRING_NUM")
+}

@@ -102,3 +102,13 @@ func (*Vhost) Close() error             { return errPlatform }
 func (*Vhost) GuestCID() uint32         { return 0 }
 func (*Vhost) SetOwner() error          { return errPlatform }
 func (*Vhost) SetGuestCID(uint32) error { return errPlatform }
+
+func (*Vhost) Features() (uint64, error)            { return 0, errPlatform }
+func (*Vhost) SetFeatures(uint64) error             { return errPlatform }
+func (*Vhost) SetMemTable([]MemoryRegion) error     { return errPlatform }
+func (*Vhost) SetVringNum(uint32, uint32) error     { return errPlatform }
+func (*Vhost) SetVringBase(uint32, uint32) error    { return errPlatform }
+func (*Vhost) SetVringAddr(uint32, VringAddr) error { return errPlatform }
+func (*Vhost) SetVringKick(uint32, *os.File) error  { return errPlatform }
+func (*Vhost) SetVringCall(uint32, *os.File) error  { return errPlatform }
+func (*Vhost) SetRunning(bool) error                { return errPlatform }

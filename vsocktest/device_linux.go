@@ -14,21 +14,6 @@ import (
 	"github.com/vsockns/vsockns"
 )
 
-// vhost ioctls (linux/vhost.h, x86-64 numbering).
-const (
-	vhostGetFeatures     = 0x8008af00
-	vhostSetFeatures     = 0x4008af00
-	vhostSetMemTable     = 0x4008af03
-	vhostSetVringNum     = 0x4008af10
-	vhostSetVringAddr    = 0x4028af11
-	vhostSetVringBase    = 0x4008af12
-	vhostSetVringKick    = 0x4008af20
-	vhostSetVringCall    = 0x4008af21
-	vhostVsockSetRunning = 0x4004af61
-
-	virtioFVersion1 = 1 << 32
-)
-
 // Guest memory layout. The whole region is one anonymous mapping the
 // process owns; guest-physical address 0 is its first byte.
 const (
@@ -119,13 +104,6 @@ type device struct {
 	tx    ring
 }
 
-func ioctl(fd uintptr, req uintptr, arg unsafe.Pointer) error {
-	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, fd, req, uintptr(arg)); errno != 0 {
-		return errno
-	}
-	return nil
-}
-
 func eventfd() (*os.File, error) {
 	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
@@ -146,22 +124,14 @@ func setupDevice(v *vsockns.Vhost, cid uint32) (_ *device, err error) {
 	if err := v.SetOwner(); err != nil {
 		return nil, err
 	}
-	fd := v.Fd()
-	step := func(name string, req uintptr, arg unsafe.Pointer) error {
-		if err := ioctl(fd, req, arg); err != nil {
-			return fmt.Errorf("vsocktest: %s: %w", name, os.NewSyscallError("ioctl", err))
-		}
-		return nil
-	}
-	var features uint64
-	if err := step("VHOST_GET_FEATURES", vhostGetFeatures, unsafe.Pointer(&features)); err != nil {
+	features, err := v.Features()
+	if err != nil {
 		return nil, err
 	}
-	if features&virtioFVersion1 == 0 {
+	if features&vsockns.FeatureVersion1 == 0 {
 		return nil, fmt.Errorf("vsocktest: device does not offer VIRTIO_F_VERSION_1 (features %#x)", features)
 	}
-	ack := uint64(virtioFVersion1)
-	if err := step("VHOST_SET_FEATURES", vhostSetFeatures, unsafe.Pointer(&ack)); err != nil {
+	if err := v.SetFeatures(vsockns.FeatureVersion1); err != nil {
 		return nil, err
 	}
 
@@ -170,12 +140,7 @@ func setupDevice(v *vsockns.Vhost, cid uint32) (_ *device, err error) {
 		return nil, fmt.Errorf("vsocktest: %w", os.NewSyscallError("mmap", err))
 	}
 	base := uint64(uintptr(unsafe.Pointer(&d.mem[0])))
-	memTable := struct {
-		nregions, padding uint32
-		gpa, size, uaddr  uint64
-		flagsPadding      uint64
-	}{nregions: 1, gpa: 0, size: memSize, uaddr: base}
-	if err := step("VHOST_SET_MEM_TABLE", vhostSetMemTable, unsafe.Pointer(&memTable)); err != nil {
+	if err := v.SetMemTable([]vsockns.MemoryRegion{{GuestPhysAddr: 0, Size: memSize, UserAddr: base}}); err != nil {
 		return nil, err
 	}
 
@@ -195,35 +160,20 @@ func setupDevice(v *vsockns.Vhost, cid uint32) (_ *device, err error) {
 		if r.call, err = eventfd(); err != nil {
 			return nil, err
 		}
-		state := struct{ index, num uint32 }{idx, queueSize}
-		if err := step("VHOST_SET_VRING_NUM", vhostSetVringNum, unsafe.Pointer(&state)); err != nil {
+		if err := v.SetVringNum(idx, queueSize); err != nil {
 			return nil, err
 		}
-		state.num = 0
-		if err := step("VHOST_SET_VRING_BASE", vhostSetVringBase, unsafe.Pointer(&state)); err != nil {
+		if err := v.SetVringBase(idx, 0); err != nil {
 			return nil, err
 		}
-		// struct vhost_vring_addr: the used ring's address precedes the
-		// avail ring's. Ring addresses are the process's own.
-		addr := struct {
-			index, flags                    uint32
-			desc, used, avail, logGuestAddr uint64
-		}{index: idx, desc: base + uint64(r.desc), used: base + uint64(r.used), avail: base + uint64(r.avail)}
-		if err := step("VHOST_SET_VRING_ADDR", vhostSetVringAddr, unsafe.Pointer(&addr)); err != nil {
+		// Ring addresses are the process's own.
+		if err := v.SetVringAddr(idx, vsockns.VringAddr{Desc: base + uint64(r.desc), Avail: base + uint64(r.avail), Used: base + uint64(r.used)}); err != nil {
 			return nil, err
 		}
-		kick := struct {
-			index uint32
-			fd    int32
-		}{idx, int32(r.kick.Fd())}
-		if err := step("VHOST_SET_VRING_KICK", vhostSetVringKick, unsafe.Pointer(&kick)); err != nil {
+		if err := v.SetVringKick(idx, r.kick); err != nil {
 			return nil, err
 		}
-		call := struct {
-			index uint32
-			fd    int32
-		}{idx, int32(r.call.Fd())}
-		if err := step("VHOST_SET_VRING_CALL", vhostSetVringCall, unsafe.Pointer(&call)); err != nil {
+		if err := v.SetVringCall(idx, r.call); err != nil {
 			return nil, err
 		}
 	}
@@ -239,16 +189,7 @@ func setupDevice(v *vsockns.Vhost, cid uint32) (_ *device, err error) {
 	return d, nil
 }
 
-func (d *device) setRunning(on bool) error {
-	v := int32(0)
-	if on {
-		v = 1
-	}
-	if err := ioctl(d.vhost.Fd(), vhostVsockSetRunning, unsafe.Pointer(&v)); err != nil {
-		return fmt.Errorf("vsocktest: VHOST_VSOCK_SET_RUNNING %d: %w", v, os.NewSyscallError("ioctl", err))
-	}
-	return nil
-}
+func (d *device) setRunning(on bool) error { return d.vhost.SetRunning(on) }
 
 // release closes the device (which stops it), the eventfds and unmaps the
 // memory. The device must not use the memory afterwards: closing the vhost
