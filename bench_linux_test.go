@@ -329,14 +329,7 @@ func BenchmarkThroughput(b *testing.B) {
 		l, err := vsockns.Listen(ns, 0)
 		require.NoError(b, err)
 		defer l.Close()
-		go func() {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			_, _ = io.Copy(io.Discard, c)
-		}()
+		go discardOne(l)
 		var c io.WriteCloser
 		if namespaced {
 			c, err = vsockns.Dial(ns, vsock.Local, l.Addr().(*vsock.Addr).Port)
@@ -655,14 +648,7 @@ func BenchmarkThroughputBuffer(b *testing.B) {
 		l, err := lc.ListenVsock(context.Background(), vsock.Local, 0)
 		require.NoError(b, err)
 		defer l.Close()
-		go func() {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			_, _ = io.Copy(io.Discard, c)
-		}()
+		go discardOne(l)
 		var c io.WriteCloser
 		if size == 0 {
 			c, err = vsock.Dial(vsock.Local, l.Addr().(*vsock.Addr).Port, nil)
@@ -684,4 +670,14 @@ func BenchmarkThroughputBuffer(b *testing.B) {
 	for _, size := range []uint64{256 << 10, 1 << 20, 4 << 20} {
 		b.Run(fmt.Sprintf("vsockns-%dKiB", size>>10), func(b *testing.B) { run(b, size) })
 	}
+}
+
+// discardOne accepts one connection on l and reads it to the end.
+func discardOne(l net.Listener) {
+	c, err := l.Accept()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	_, _ = io.Copy(io.Discard, c)
 }

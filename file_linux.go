@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"syscall"
 
 	"github.com/mdlayher/socket"
 	"github.com/mdlayher/vsock"
@@ -23,15 +24,9 @@ func fileSocket(f *os.File, listening bool) (*socket.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	fd := -1
-	var derr error
-	if err := rc.Control(func(raw uintptr) {
-		fd, derr = unix.FcntlInt(raw, unix.F_DUPFD_CLOEXEC, 3)
-	}); err != nil {
+	fd, err := dupRaw(rc)
+	if err != nil {
 		return nil, err
-	}
-	if derr != nil {
-		return nil, os.NewSyscallError("fcntl", derr)
 	}
 	if err := checkSocket(fd, listening); err != nil {
 		unix.Close(fd)
@@ -123,17 +118,26 @@ func socketFile(c *socket.Conn, name string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	fd, err := dupRaw(rc)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// dupRaw duplicates rc's descriptor, close-on-exec, at 3 or above.
+func dupRaw(rc syscall.RawConn) (int, error) {
 	fd := -1
 	var derr error
 	if err := rc.Control(func(raw uintptr) {
 		fd, derr = unix.FcntlInt(raw, unix.F_DUPFD_CLOEXEC, 3)
 	}); err != nil {
-		return nil, err
+		return -1, err
 	}
 	if derr != nil {
-		return nil, os.NewSyscallError("fcntl", derr)
+		return -1, os.NewSyscallError("fcntl", derr)
 	}
-	return os.NewFile(uintptr(fd), name), nil
+	return fd, nil
 }
 
 // File returns a duplicate of the connection's descriptor, for example to
