@@ -110,10 +110,7 @@ func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
 	if err != nil {
 		return nil, opError("accept", err, l.addr, nil)
 	}
-	remote := &vsock.Addr{}
-	if sa, ok := rsa.(*unix.SockaddrVM); ok {
-		remote.ContextID, remote.Port = sa.CID, sa.Port
-	}
+	remote := vmAddr(rsa)
 	// The local address of an accepted connection is the listener's,
 	// except that a listener on VMADDR_CID_ANY accepts on concrete CIDs:
 	// only then does it take a getsockname(2) to know which.
@@ -152,6 +149,15 @@ func (l *Listener) SyscallConn() (syscall.RawConn, error) {
 		return nil, opError("syscall-conn", err, l.addr, nil)
 	}
 	return rc, nil
+}
+
+// vmAddr converts a vsock socket address (the zero address for another
+// kind).
+func vmAddr(sa unix.Sockaddr) *vsock.Addr {
+	if vm, ok := sa.(*unix.SockaddrVM); ok {
+		return &vsock.Addr{ContextID: vm.CID, Port: vm.Port}
+	}
+	return &vsock.Addr{}
 }
 
 // opError wraps err the way package net does: *net.OpError with Net
@@ -317,11 +323,7 @@ func dial(ctx context.Context, d *Dialer, cid, port uint32) (*Conn, error) {
 		c.Close()
 		return nil, dialError(cid, port, err)
 	}
-	local := &vsock.Addr{}
-	if sa, ok := lsa.(*unix.SockaddrVM); ok {
-		local.ContextID, local.Port = sa.CID, sa.Port
-	}
-	return &Conn{c: c, local: local, remote: remote}, nil
+	return &Conn{c: c, local: vmAddr(lsa), remote: remote}, nil
 }
 
 // connectError adds the likely reason to the errors vsock's connect gives.

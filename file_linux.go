@@ -10,7 +10,6 @@ import (
 	"syscall"
 
 	"github.com/mdlayher/socket"
-	"github.com/mdlayher/vsock"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,13 +75,6 @@ func checkSocket(fd int, listening bool) error {
 		}
 	}
 	return nil
-}
-
-func vmAddr(sa unix.Sockaddr) *vsock.Addr {
-	if vm, ok := sa.(*unix.SockaddrVM); ok {
-		return &vsock.Addr{ContextID: vm.CID, Port: vm.Port}
-	}
-	return &vsock.Addr{}
 }
 
 func fileConn(f *os.File) (*Conn, error) {

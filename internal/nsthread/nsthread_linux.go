@@ -61,17 +61,6 @@ func Caller() Target { return Target{fd: -1, kind: kindCaller} }
 // negative fd is refused by Run with EBADF.
 func FD(fd int) Target { return Target{fd: fd, kind: kindFD} }
 
-// String describes t for error messages.
-func (t Target) String() string {
-	switch t.kind {
-	case kindFD:
-		return fmt.Sprintf("network namespace fd %d", t.fd)
-	case kindCaller:
-		return "the calling thread's network namespace"
-	}
-	return "no network namespace (zero nsthread.Target)"
-}
-
 // A Pool bounds how many threads are inside Run at once for one kind of
 // work. Each Run occupies an OS thread for its few system calls, and a slow
 // one (or many at once) would otherwise make the runtime start a thread
