@@ -5,9 +5,11 @@ package vsockns
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -243,6 +245,19 @@ func socketError(err error) error {
 	return explainSetns(err)
 }
 
+// privilegedPorts: binding a vsock port below this needs
+// CAP_NET_BIND_SERVICE in the initial user namespace (net/vmw_vsock's
+// LAST_RESERVED_PORT is 1023).
+const privilegedPorts = 1024
+
+// bindError explains the EACCES of a reserved port.
+func bindError(err error, port uint32) error {
+	if port < privilegedPorts && errors.Is(err, unix.EACCES) {
+		return &explained{err, fmt.Sprintf("vsock ports below %d need CAP_NET_BIND_SERVICE in the initial user namespace (root in a user namespace is not enough)", privilegedPorts), nil}
+	}
+	return err
+}
+
 // explainSetns says what a failed switch into a namespace handle means.
 func explainSetns(err error) error {
 	var se *os.SyscallError
@@ -254,6 +269,9 @@ func explainSetns(err error) error {
 		return &explained{err, "the namespace handle is not an open file descriptor", nil}
 	case errors.Is(se.Err, unix.EINVAL):
 		return &explained{err, "the namespace handle is not a network namespace", nil}
+	case errors.Is(se.Err, unix.EPERM):
+		return &explained{err, "entering a network namespace needs CAP_SYS_ADMIN in the user namespace that owns it; " +
+			"a process without it can have a namespace of its own with vsockns.CreateUserNamespace, or use one a privileged process serves (Namespace.Serve, DialNamespace)", nil}
 	}
 	return err
 }
@@ -290,27 +308,27 @@ func dial(ctx context.Context, d *Dialer, cid, port uint32) (*Conn, error) {
 	if la := d.LocalAddr; la != nil {
 		if err := c.Bind(&unix.SockaddrVM{CID: la.ContextID, Port: la.Port}); err != nil {
 			c.Close()
-			return nil, dialError(cid, port, err)
+			return nil, dialError(cid, port, bindError(err, la.Port))
 		}
 	}
+	sa := &unix.SockaddrVM{CID: cid, Port: port}
+	connect := c.Connect
 	if d, ok := ctx.Deadline(); ok {
-		// The kernel gives up after its own connect timeout even for
-		// non-blocking sockets; never let it end the connect before the
-		// caller's deadline does. A shorter deadline needs nothing: the
-		// context ends the connect first.
+		// The kernel gives up after its own connect timeout; never let it
+		// end the connect before the caller's deadline does. A shorter
+		// deadline needs nothing: the context ends the connect first.
 		if until := time.Until(d); until > kernelConnectTimeout {
 			if err := setConnectTimeout(c, until+time.Second); err != nil {
 				c.Close()
 				return nil, dialError(cid, port, err)
 			}
+			connect = func(ctx context.Context, sa unix.Sockaddr) (unix.Sockaddr, error) {
+				return connectBlocking(ctx, c, sa)
+			}
 		}
 	}
-	sa := &unix.SockaddrVM{CID: cid, Port: port}
-	rsa, err := c.Connect(ctx, sa)
+	rsa, err := connect(ctx, sa)
 	if err != nil {
-		if ctx.Err() != nil {
-			expireConnect(c, sa)
-		}
 		c.Close()
 		return nil, dialError(cid, port, connectError(err))
 	}
@@ -439,29 +457,80 @@ func (c *Conn) BufferSize() (size, minSize, maxSize uint64, err error) {
 // (VSOCK_DEFAULT_CONNECT_TIMEOUT, 2 s), which every new socket starts with.
 const kernelConnectTimeout = 2 * time.Second
 
-// expireConnect makes the kernel give up a connect still in progress at
-// once. For a non-blocking connect the kernel holds the socket (and with it
-// the socket's network namespace) until its connect timer fires, even after
-// close(2): with the timeout raised to a long deadline, a cancelled dial
-// would pin both that long. Setting the timeout to its minimum (one jiffy)
-// and calling connect(2) again (EALREADY) re-arms the timer to fire now.
-// A socket whose connect already ended (SO_ERROR set) is left alone, so no
-// new connect starts.
-func expireConnect(c *socket.Conn, sa unix.Sockaddr) {
+// connectBlocking connects c with a blocking connect(2) on a thread of its
+// own, which a cancelled ctx interrupts with a signal.
+//
+// This is the connect of a dial whose deadline lies beyond the kernel's
+// connect timeout (raised to that deadline first). A non-blocking connect
+// arms a kernel timer that holds the socket, and with it the socket's
+// network namespace, until it fires, even after close(2); nothing from
+// user space re-arms or cancels it (a second connect returns EALREADY at
+// once). Raised to a long deadline, every cancelled dial would pin a socket
+// and a namespace that long. A blocking connect arms no timer: interrupted
+// (EINTR), it leaves the socket closed and unconnected, and close(2) frees
+// it.
+//
+// The signal is SIGURG, the one the Go runtime sends its own threads to
+// preempt goroutines and ignores otherwise; it is sent until the connect
+// has returned, as the thread may not be in connect(2) yet when ctx ends.
+func connectBlocking(ctx context.Context, c *socket.Conn, sa unix.Sockaddr) (unix.Sockaddr, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return
+		return nil, err
 	}
-	_ = rc.Control(func(fd uintptr) {
-		if soerr, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR); err != nil || soerr != 0 {
+	var cerr error
+	err = rc.Control(func(fd uintptr) {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if cerr = unix.SetNonblock(int(fd), false); cerr != nil {
+			cerr = os.NewSyscallError("fcntl", cerr)
 			return
 		}
-		tv := unix.Timeval{Usec: 1}
-		if unix.SetsockoptTimeval(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_CONNECT_TIMEOUT, &tv) != nil {
-			return
+		defer unix.SetNonblock(int(fd), true)
+		pid, tid := unix.Getpid(), unix.Gettid()
+		returned := make(chan struct{})
+		interrupted := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			defer close(interrupted)
+			t := time.NewTicker(time.Millisecond)
+			defer t.Stop()
+			for {
+				unix.Tgkill(pid, tid, unix.SIGURG)
+				select {
+				case <-returned:
+					return
+				case <-t.C:
+				}
+			}
+		})
+		for {
+			cerr = unix.Connect(int(fd), sa)
+			if cerr != unix.EINTR || ctx.Err() != nil {
+				break
+			}
+			// A signal for something else (the runtime's own): the
+			// interrupted connect left the socket unconnected; start
+			// it again.
 		}
-		_ = unix.Connect(int(fd), sa)
+		close(returned)
+		if !stop() {
+			<-interrupted // no signal is sent once this thread is unlocked
+		}
 	})
+	if err != nil {
+		return nil, err
+	}
+	if cerr != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, os.NewSyscallError("connect", cerr)
+	}
+	rsa, err := c.Getpeername()
+	if err != nil {
+		return nil, err
+	}
+	return rsa, nil
 }
 
 func setConnectTimeout(c *socket.Conn, d time.Duration) error {
@@ -500,7 +569,7 @@ func listen(ctx context.Context, lc *ListenConfig, cid, port uint32) (*Listener,
 	}
 	if err := c.Bind(&unix.SockaddrVM{CID: cid, Port: port}); err != nil {
 		c.Close()
-		return nil, opError("listen", err, laddr, nil)
+		return nil, opError("listen", bindError(err, port), laddr, nil)
 	}
 	backlog := lc.Backlog
 	if backlog <= 0 {
