@@ -1,6 +1,7 @@
 package vsockns
 
 import (
+	"context"
 	"fmt"
 	"net"
 
@@ -131,7 +132,7 @@ func (n *Namespace) String() string {
 	if n == nil || n.id == (NamespaceID{}) {
 		return "no network namespace"
 	}
-	return "network namespace " + n.id.String()
+	return "network namespace " + n.id.String() + n.kind
 }
 
 // Dialer returns a Dialer whose sockets are created in n.
@@ -175,4 +176,45 @@ func (n *Namespace) AllocateGuestCID(lo, hi uint32) (*Vhost, uint32, error) {
 type nsRef struct {
 	h netns.NsHandle
 	n *Namespace
+}
+
+// CreateUserNamespace returns a network namespace of vsock mode m that
+// belongs to a new user namespace of its own, for a process that cannot
+// enter namespaces (one without privileges, which cannot setns(2) into a
+// network namespace nor, being multi-threaded, enter a user namespace).
+// A local one gives the caller's VMs CIDs and ports that no other user's
+// sockets reach, and that no other user's VMs collide with.
+//
+// A helper process performs what must happen inside the namespace: it is
+// this program's own binary, started again (from /proc/self/exe) with
+// CLONE_NEWUSER|CLONE_NEWNET, the caller's user and group mapped to root
+// of the new user namespace and nobody else. It runs before main, in this
+// package's initialisation, when it finds [HelperEnv] in its environment;
+// the program needs no code of its own for it. The helper creates sockets,
+// opens [VhostDevice] and reads sysctls in the namespace and hands back
+// descriptors over a socket pair, for any number of goroutines at once; it
+// dies with the process, and Close ends it. The namespace then lives as
+// long as sockets and devices made in it are open: connections and VMs
+// keep working.
+//
+// The Namespace does everything other Namespaces do (Dialer, ListenConfig,
+// OpenVhost, AllocateGuestCID, modes), each call honouring its context
+// while it waits for the helper. Its Handle refers to the namespace, but
+// entering it fails with EPERM for the unprivileged. A root process may use
+// CreateUserNamespace too, for a namespace not tied to its own user
+// namespace.
+//
+// The namespace is made from the process's own namespace (that of its
+// threads outside this package's calls): ModeLocal always can be, ModeGlobal
+// only when that namespace's child_ns_mode is global (else
+// [ErrModeNotPermitted]). On kernels without vsock namespaces it fails with
+// [ErrNotSupported]; where user namespaces are disabled, with
+// [ErrUserNamespacesDisabled], naming the setting. vsock ports below 1024
+// cannot be bound in it (EACCES): the kernel asks for CAP_NET_BIND_SERVICE
+// in the initial user namespace.
+func CreateUserNamespace(ctx context.Context, m Mode) (*Namespace, error) {
+	if !m.Valid() {
+		return nil, &ModeError{Value: m.String()}
+	}
+	return createUserNamespace(ctx, m)
 }

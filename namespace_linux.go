@@ -288,6 +288,12 @@ type Namespace struct {
 	fd   int
 	open bool // false for the zero Namespace and after Close
 	id   NamespaceID
+	kind string // how String describes the reference beyond its ID
+
+	// For a namespace this process cannot enter (CreateUserNamespace):
+	// the server that performs its calls, and what ends that server.
+	remote     *remote
+	stopRemote func()
 }
 
 // The bridge from the package's entry points to internal/nsthread: every
@@ -315,7 +321,7 @@ func (ref nsRef) backend() (backend, error) {
 		if !callerHandle(ref.h) {
 			return nil, errors.New("vsockns: both a namespace handle and a *Namespace were given; set one")
 		}
-		return inside{ref.n.do, ref.n.String()}, nil
+		return ref.n.backend(), nil
 	}
 	if callerHandle(ref.h) {
 		return inside{func(_ context.Context, fn func() error) error { return fn() }, "the current network namespace"}, nil
@@ -390,6 +396,15 @@ func (in inside) writeSysctl(ctx context.Context, name, value string) error {
 
 func (in inside) String() string { return in.name }
 
+// backend is n's: its server's when n is served, else n entered by a
+// thread.
+func (n *Namespace) backend() backend {
+	if n.remote != nil {
+		return remoteNamespace{n}
+	}
+	return inside{n.do, n.String()}
+}
+
 // do runs fn in n, holding n open (Close waits) for as long as fn runs.
 func (n *Namespace) do(ctx context.Context, fn func() error) error {
 	n.mu.RLock()
@@ -409,6 +424,12 @@ func (n *Namespace) Close() error {
 		return ErrNamespaceClosed
 	}
 	n.open = false
+	if n.remote != nil {
+		// The server goes first: its namespace then lives on only in
+		// the sockets and devices made in it.
+		n.remote.close()
+		n.stopRemote()
+	}
 	if err := unix.Close(n.fd); err != nil {
 		return fmt.Errorf("vsockns: close %s: %w", n, os.NewSyscallError("close", err))
 	}

@@ -55,10 +55,22 @@ func openVhost(ref nsRef) (*Vhost, error) {
 			err = fmt.Errorf("%w: %s is missing: load the vhost_vsock module (%w)", ErrNotSupported, VhostDevice, err)
 		} else if errno == unix.EBADF || errno == unix.EINVAL {
 			err = socketError(err) // a bad namespace handle, explained
+		} else if errno == unix.EACCES {
+			err = &explained{err, vhostAccess(), nil}
 		}
 		return nil, fmt.Errorf("vsockns: open %s in %s: %w", VhostDevice, b, err)
 	}
 	return &Vhost{f: os.NewFile(uintptr(fd), VhostDevice)}, nil
+}
+
+// vhostAccess describes who may open VhostDevice, for an EACCES.
+func vhostAccess() string {
+	var st unix.Stat_t
+	if err := unix.Stat(VhostDevice, &st); err != nil {
+		return "this user may not open it"
+	}
+	return fmt.Sprintf("this user (uid %d) may not open it: it is mode %04o, uid %d, gid %d "+
+		"(systemd's udev rules make it 0666; or give the user its group)", os.Geteuid(), st.Mode&0o7777, st.Uid, st.Gid)
 }
 
 // File returns the device file, for example to pass to a VMM process as

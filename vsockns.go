@@ -70,6 +70,13 @@ var (
 	// ErrCIDInUse means the guest CID is already claimed in that namespace's
 	// CID pool (EADDRINUSE).
 	ErrCIDInUse = errors.New("guest CID already in use")
+
+	// ErrUserNamespacesDisabled means the system does not let this process
+	// make a user namespace: the error's text names the setting
+	// (kernel.unprivileged_userns_clone, user.max_user_namespaces,
+	// user.max_net_namespaces, or AppArmor's
+	// kernel.apparmor_restrict_unprivileged_userns).
+	ErrUserNamespacesDisabled = errors.New("user namespaces are not available to this process")
 )
 
 type notSupported struct{}

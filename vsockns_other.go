@@ -55,14 +55,21 @@ func listen(_ context.Context, _ *ListenConfig, cid, port uint32) (*Listener, er
 	return nil, &net.OpError{Op: "listen", Net: Network, Addr: &vsock.Addr{ContextID: cid, Port: port}, Err: errPlatform}
 }
 
-func readMode(nsRef, string) (Mode, error)                   { return 0, errPlatform }
-func setChildMode(nsRef, Mode) error                         { return errPlatform }
-func g2hFallback(nsRef) (bool, error)                        { return false, errPlatform }
-func setG2HFallback(nsRef, bool) error                       { return errPlatform }
-func openNamespace(netns.NsHandle) (*Namespace, error)       { return nil, errPlatform }
-func openNamespacePath(string) (*Namespace, error)           { return nil, errPlatform }
-func openNamespacePID(int) (*Namespace, error)               { return nil, errPlatform }
-func createNamespace(Mode) (*Namespace, error)               { return nil, errPlatform }
+func readMode(nsRef, string) (Mode, error)             { return 0, errPlatform }
+func setChildMode(nsRef, Mode) error                   { return errPlatform }
+func g2hFallback(nsRef) (bool, error)                  { return false, errPlatform }
+func setG2HFallback(nsRef, bool) error                 { return errPlatform }
+func openNamespace(netns.NsHandle) (*Namespace, error) { return nil, errPlatform }
+func openNamespacePath(string) (*Namespace, error)     { return nil, errPlatform }
+func openNamespacePID(int) (*Namespace, error)         { return nil, errPlatform }
+func createNamespace(Mode) (*Namespace, error)         { return nil, errPlatform }
+
+func createUserNamespace(context.Context, Mode) (*Namespace, error) { return nil, errPlatform }
+
+// HelperEnv is the environment variable of CreateUserNamespace's helper;
+// outside Linux there is none to run.
+const HelperEnv = "VSOCKNS_USERNS_HELPER"
+
 func supported() error                                       { return errPlatform }
 func newNamespace(Mode) (netns.NsHandle, error)              { return netns.None(), errPlatform }
 func newNamedNamespace(string, Mode) (netns.NsHandle, error) { return netns.None(), errPlatform }
@@ -73,7 +80,8 @@ func namespaceFromPidfd(int, int) (netns.NsHandle, error)    { return netns.None
 // A Namespace is an owning reference to a network namespace. Outside Linux
 // none can be made.
 type Namespace struct {
-	id NamespaceID
+	id   NamespaceID
+	kind string
 }
 
 // A Vhost is an open /dev/vhost-vsock. Outside Linux none can be opened.

@@ -28,6 +28,11 @@ type Config struct {
 	// calling thread's namespace.
 	Namespace netns.NsHandle
 
+	// NetNS, if set, is the namespace instead of Namespace (which must then
+	// be zero): an owning reference, such as one from
+	// vsockns.CreateUserNamespace for a guest of an unprivileged user.
+	NetNS *vsockns.Namespace
+
 	// CID is the guest's context ID (3 or more).
 	CID uint32
 
@@ -81,7 +86,16 @@ func NewGuest(cfg Config) (*Guest, error) {
 	if cfg.CID <= hostCID || cfg.CID == ^uint32(0) {
 		return nil, fmt.Errorf("vsocktest: guest CID %d: want 3 or more", cfg.CID)
 	}
-	v, err := vsockns.OpenVhost(cfg.Namespace)
+	var v *vsockns.Vhost
+	var err error
+	switch {
+	case cfg.NetNS != nil && cfg.Namespace != 0 && cfg.Namespace != netns.None():
+		return nil, errors.New("vsocktest: both Namespace and NetNS are set; set one")
+	case cfg.NetNS != nil:
+		v, err = cfg.NetNS.OpenVhost()
+	default:
+		v, err = vsockns.OpenVhost(cfg.Namespace)
+	}
 	if err != nil {
 		return nil, err
 	}

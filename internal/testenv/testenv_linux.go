@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -274,4 +275,62 @@ func HoldIfAsked() {
 		_, _ = os.Stdin.Read(make([]byte, 1))
 		os.Exit(0)
 	}
+}
+
+const unprivilegedEnv = "VSOCKNS_TESTENV_UNPRIVILEGED"
+
+// UnprivilegedID is the user and group the unprivileged half of a test runs
+// as: an ordinary user's, with no capabilities.
+const UnprivilegedID = 1000
+
+// Unprivileged reports whether this process is the unprivileged run of a
+// test that AsUnprivileged started.
+func Unprivileged() bool { return os.Getenv(unprivilegedEnv) == "1" }
+
+// AsUnprivileged runs the calling (top-level) test again as the ordinary
+// user (RunUnprivileged), with /dev/vhost-vsock usable by everyone
+// meanwhile, as systemd's udev rules make it (mode 0666). In that run it
+// returns true: the test goes on as the ordinary user. In the calling
+// process (root, with vsock) it returns false once the run has passed.
+func AsUnprivileged(t *testing.T, env ...string) bool {
+	t.Helper()
+	if Unprivileged() {
+		require.NotZero(t, os.Geteuid(), "the unprivileged run must not be root")
+		return true
+	}
+	NeedVsock(t)
+	if st, err := os.Stat(vsockns.VhostDevice); err == nil {
+		mode := st.Mode().Perm()
+		require.NoError(t, os.Chmod(vsockns.VhostDevice, 0o666))
+		t.Cleanup(func() { _ = os.Chmod(vsockns.VhostDevice, mode) })
+	}
+	RunUnprivileged(t, t.Name(), env...)
+	return false
+}
+
+// RunUnprivileged runs the top-level test named test in a process of user
+// and group UnprivilegedID without capabilities or supplementary groups
+// (where Unprivileged reports true), logs its output and fails t if it
+// failed. Extra environment variables go to the run.
+func RunUnprivileged(t testing.TB, test string, env ...string) {
+	t.Helper()
+	// Not t.TempDir: its parent directory is private to root.
+	dir, err := os.MkdirTemp("", "unprivileged-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o777))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+test+"$", "-test.v", "-test.count=1")
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), unprivilegedEnv+"=1", "TMPDIR="+dir, "HOME="+dir), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{
+		Uid: UnprivilegedID, Gid: UnprivilegedID, Groups: []uint32{},
+	}}
+	out, err := cmd.CombinedOutput()
+	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		// Prefixed: the run's own "--- PASS" lines are not this test's.
+		t.Log("unprivileged| " + line)
+	}
+	require.NoError(t, err, "the unprivileged run of %s", test)
 }
