@@ -218,3 +218,26 @@ func CreateUserNamespace(ctx context.Context, m Mode) (*Namespace, error) {
 	}
 	return createUserNamespace(ctx, m)
 }
+
+// Serve makes n usable by other processes of the same user through l, a
+// listener of network "unixpacket" (net.ListenUnix): each client's
+// [DialNamespace] gets a Namespace that creates its sockets and devices in
+// n, as the helper of [CreateUserNamespace] serves its parent. It is how
+// more than one process reaches a namespace that only one process can
+// enter or hold: say, a VMM launcher's namespace, dialed from a shell.
+// Clients of other users are refused (their DialNamespace fails with
+// EACCES); the socket file's permissions are a first gate, not the only
+// one.
+//
+// Serve returns when ctx ends (with ctx's error), or when l fails; l is
+// closed then, and so are the clients' connections (their Namespaces then
+// fail, while their sockets and devices keep working).
+func (n *Namespace) Serve(ctx context.Context, l *net.UnixListener) error { return n.serve(ctx, l) }
+
+// DialNamespace connects to a namespace that [Namespace.Serve] serves at
+// path and returns it as a Namespace: its Dialer, ListenConfig, OpenVhost
+// and modes act in the served namespace. Close it when done; it does not
+// end the server.
+func DialNamespace(ctx context.Context, path string) (*Namespace, error) {
+	return dialNamespace(ctx, path)
+}

@@ -301,13 +301,12 @@ func (r *remote) call(ctx context.Context, req request) (reply, int, error) {
 	r.pending[req.ID] = ch
 	r.mu.Unlock()
 	if err := sendMsg(r.conn, req, -1); err != nil {
+		// The connection is broken (the server has gone, typically before
+		// read has seen it): end it, and report it ended.
 		r.forget(req.ID)
-		select {
-		case <-r.done:
-			return reply{}, -1, r.err
-		default:
-		}
-		return reply{}, -1, fmt.Errorf("send request: %w", err)
+		r.conn.Close()
+		<-r.done
+		return reply{}, -1, r.err
 	}
 	select {
 	case res := <-ch:
@@ -493,4 +492,133 @@ func sysctlName(s string) bool {
 		}
 	}
 	return true
+}
+
+func (n *Namespace) serve(ctx context.Context, l *net.UnixListener) error {
+	if ctx == nil {
+		return errors.New("vsockns: serve: nil context")
+	}
+	if l == nil {
+		return errors.New("vsockns: serve: nil listener")
+	}
+	if typ, err := socketType(l); err != nil {
+		return fmt.Errorf("vsockns: serve %s: %w", n, err)
+	} else if typ != unix.SOCK_SEQPACKET {
+		return fmt.Errorf("vsockns: serve %s: %w", n, &explained{unix.EPROTOTYPE, `the listener must be of network "unixpacket"`, nil})
+	}
+	n.mu.RLock()
+	open := n.open
+	n.mu.RUnlock()
+	if !open {
+		return ErrNamespaceClosed
+	}
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns = map[*net.UnixConn]bool{}
+	)
+	defer func() {
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}()
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("vsockns: serve %s: %w", n, err)
+		}
+		mu.Lock()
+		conns[c] = true
+		mu.Unlock()
+		wg.Go(func() {
+			defer func() {
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+				c.Close()
+			}()
+			if err := samePeer(c); err != nil {
+				sendMsg(c, reply{Version: protocolVersion, Err: encodeError(err)}, -1)
+				return
+			}
+			h, err := n.Handle()
+			if err != nil {
+				sendMsg(c, reply{Version: protocolVersion, Err: encodeError(err)}, -1)
+				return
+			}
+			defer h.Close()
+			serve(c, n.backend(), int(h))
+		})
+	}
+}
+
+// samePeer admits a client of the server's own user only: a namespace
+// served is its user's, as the processes in it are.
+func samePeer(c *net.UnixConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return os.NewSyscallError("getsockopt", cerr)
+	}
+	if int(cred.Uid) != os.Geteuid() {
+		return &explained{unix.EACCES, fmt.Sprintf("the namespace is served to uid %d only, not to uid %d", os.Geteuid(), cred.Uid), nil}
+	}
+	return nil
+}
+
+// socketType is the SO_TYPE of a listener's socket.
+func socketType(l *net.UnixListener) (int, error) {
+	rc, err := l.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var typ int
+	var terr error
+	if err := rc.Control(func(fd uintptr) {
+		typ, terr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE)
+	}); err != nil {
+		return 0, err
+	}
+	return typ, os.NewSyscallError("getsockopt", terr)
+}
+
+func dialNamespace(ctx context.Context, path string) (*Namespace, error) {
+	what := "network namespace served at " + path
+	if ctx == nil {
+		return nil, fmt.Errorf("vsockns: %s: nil context", what)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unixpacket", path)
+	if err != nil {
+		return nil, fmt.Errorf("vsockns: %s: %w", what, err)
+	}
+	r, nsfd, err := newRemote(ctx, c.(*net.UnixConn))
+	if err != nil {
+		return nil, fmt.Errorf("vsockns: %s: %w", what, err)
+	}
+	n, err := adoptNamespace(nsfd, what)
+	if err != nil {
+		r.close()
+		return nil, err
+	}
+	n.remote, n.stopRemote = r, func() {}
+	n.kind = " (served at " + path + ")"
+	return n, nil
 }

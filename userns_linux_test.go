@@ -6,8 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -312,6 +314,23 @@ func TestUserNamespaceUnprivileged(t *testing.T) {
 		assert.Equal(t, before, openFDs(t), "descriptors")
 	})
 
+	t.Run("ServedToAnotherProcess", func(t *testing.T) {
+		ns := createUserNS(t, vsockns.ModeLocal)
+		path := filepath.Join(t.TempDir(), "ns.sock")
+		client := serveAt(t, ns, path)
+		assert.Equal(t, ns.ID(), client.ID())
+		m, err := client.Mode()
+		require.NoError(t, err)
+		assert.Equal(t, vsockns.ModeLocal, m)
+		l, err := client.ListenConfig().ListenVsock(ctx, vsock.Local, 5306)
+		require.NoError(t, err)
+		echoServer(t, l)
+		c, err := ns.Dialer().DialVsock(ctx, vsock.Local, 5306)
+		require.NoError(t, err, "the client's listener is in the served namespace")
+		roundTrip(t, c, "served")
+		c.Close()
+	})
+
 	t.Run("KillingTheParentEndsTheHelper", func(t *testing.T) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestUserNamespaceHolder$")
 		cmd.Env = append(os.Environ(), "VSOCKNS_TEST_USERNS_HOLDER=1")
@@ -499,4 +518,84 @@ func TestUserNamespaceDisabled(t *testing.T) {
 		set(t, p, "0")
 		testenv.RunUnprivileged(t, "TestUserNamespaceDisabled", "VSOCKNS_TEST_KNOB=kernel.unprivileged_userns_clone")
 	})
+}
+
+// serveAt serves ns at path (until the test ends) and returns a client of
+// it.
+func serveAt(t testing.TB, ns *vsockns.Namespace, path string) *vsockns.Namespace {
+	t.Helper()
+	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- ns.Serve(ctx, l) }()
+	t.Cleanup(func() {
+		cancel()
+		require.ErrorIs(t, <-errc, context.Canceled)
+	})
+	client, err := vsockns.DialNamespace(ctx, path)
+	require.NoError(t, err)
+	t.Cleanup(func() { client.Close() })
+	return client
+}
+
+// TestNamespaceServe: a namespace served on a unix socket, to its own user
+// only, ending with its context.
+func TestNamespaceServe(t *testing.T) {
+	if testenv.Unprivileged() {
+		_, err := vsockns.DialNamespace(context.Background(), os.Getenv("VSOCKNS_TEST_SERVE_PATH"))
+		require.ErrorIs(t, err, syscall.EACCES)
+		assert.Contains(t, err.Error(), "served to uid 0 only")
+		return
+	}
+	ctx := context.Background()
+	var ns *vsockns.Namespace
+	var err error
+	if namespacesExpected(t) {
+		ns, err = vsockns.CreateNamespace(vsockns.ModeLocal)
+	} else {
+		ns, err = vsockns.OpenNamespace(netns.None()) // legacy: served all the same
+	}
+	require.NoError(t, err)
+	defer ns.Close()
+
+	dir, err := os.MkdirTemp("", "serve-")
+	require.NoError(t, err)
+	defer os.RemoveAll(dir)
+	require.NoError(t, os.Chmod(dir, 0o777))
+	path := filepath.Join(dir, "ns.sock")
+	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	require.NoError(t, err)
+	require.NoError(t, os.Chmod(path, 0o777), "open to all: the server's own check refuses other users")
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- ns.Serve(sctx, l) }()
+
+	client, err := vsockns.DialNamespace(ctx, path)
+	require.NoError(t, err)
+	defer client.Close()
+	assert.Equal(t, ns.ID(), client.ID())
+	assert.Contains(t, client.String(), "served at "+path)
+	l2, err := client.ListenConfig().ListenVsock(ctx, vsock.Local, 5320)
+	require.NoError(t, err)
+	echoServer(t, l2)
+	c, err := ns.Dialer().DialVsock(ctx, vsock.Local, 5320)
+	require.NoError(t, err)
+	defer c.Close()
+	roundTrip(t, c, "through the served namespace")
+
+	testenv.RunUnprivileged(t, t.Name(), "VSOCKNS_TEST_SERVE_PATH="+path)
+
+	// A stream listener is refused.
+	sl, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "stream.sock"), Net: "unix"})
+	require.NoError(t, err)
+	defer sl.Close()
+	require.ErrorIs(t, ns.Serve(ctx, sl), syscall.EPROTOTYPE)
+
+	cancel()
+	require.ErrorIs(t, <-errc, context.Canceled)
+	_, err = client.Dialer().DialVsock(ctx, vsock.Local, 5320)
+	require.ErrorIs(t, err, net.ErrClosed, "the server is gone")
+	roundTrip(t, c, "a connection outlives the server")
 }

@@ -66,6 +66,10 @@ func createNamespace(Mode) (*Namespace, error)         { return nil, errPlatform
 
 func createUserNamespace(context.Context, Mode) (*Namespace, error) { return nil, errPlatform }
 
+func (*Namespace) serve(context.Context, *net.UnixListener) error { return errPlatform }
+
+func dialNamespace(context.Context, string) (*Namespace, error) { return nil, errPlatform }
+
 // HelperEnv is the environment variable of CreateUserNamespace's helper;
 // outside Linux there is none to run.
 const HelperEnv = "VSOCKNS_USERNS_HELPER"
