@@ -3,6 +3,7 @@ package vsockns
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/vishvananda/netns"
 )
@@ -106,3 +107,10 @@ type MemoryRegion struct {
 type VringAddr struct {
 	Desc, Avail, Used uint64
 }
+
+// FileVhost returns a Vhost for an open /dev/vhost-vsock, such as the
+// descriptor a launcher passed to a VMM process (`vsockns vm` passes it as
+// descriptor 3). It duplicates the descriptor: f stays the caller's to
+// close. A file that is not the vhost-vsock device fails with EINVAL. Its
+// GuestCID is 0 until SetGuestCID, whatever the device has claimed.
+func FileVhost(f *os.File) (*Vhost, error) { return fileVhost(f) }

@@ -258,3 +258,36 @@ func (v *Vhost) ioctlError(name string, err error) error {
 	}
 	return fmt.Errorf("vsockns: %s: %w", VhostDevice, os.NewSyscallError("ioctl "+name, err))
 }
+
+func fileVhost(f *os.File) (*Vhost, error) {
+	if f == nil {
+		return nil, fmt.Errorf("vsockns: file vhost: %w", os.ErrInvalid)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("vsockns: file vhost %s: %w", f.Name(), err)
+	}
+	fd := -1
+	var ferr error
+	if err := rc.Control(func(raw uintptr) {
+		var st, dev unix.Stat_t
+		if ferr = unix.Fstat(int(raw), &st); ferr != nil {
+			ferr = os.NewSyscallError("fstat", ferr)
+			return
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Stat(VhostDevice, &dev) != nil || dev.Rdev != st.Rdev {
+			ferr = &explained{unix.EINVAL, "not " + VhostDevice, nil}
+			return
+		}
+		fd, ferr = unix.FcntlInt(raw, unix.F_DUPFD_CLOEXEC, 3)
+		if ferr != nil {
+			ferr = os.NewSyscallError("fcntl", ferr)
+		}
+	}); err != nil {
+		ferr = err
+	}
+	if ferr != nil {
+		return nil, fmt.Errorf("vsockns: file vhost %s: %w", f.Name(), ferr)
+	}
+	return &Vhost{f: os.NewFile(uintptr(fd), VhostDevice)}, nil
+}

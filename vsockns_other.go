@@ -93,6 +93,8 @@ type Vhost struct{}
 
 func openVhost(nsRef) (*Vhost, error) { return nil, errPlatform }
 
+func fileVhost(*os.File) (*Vhost, error) { return nil, errPlatform }
+
 func fileConn(*os.File) (*Conn, error)         { return nil, errPlatform }
 func fileListener(*os.File) (*Listener, error) { return nil, errPlatform }
 

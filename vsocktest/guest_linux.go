@@ -33,6 +33,12 @@ type Config struct {
 	// vsockns.CreateUserNamespace for a guest of an unprivileged user.
 	NetNS *vsockns.Namespace
 
+	// Device, if set, is the device to drive instead of one opened in a
+	// namespace (Namespace and NetNS must then be unset): one a launcher
+	// opened and passed down (vsockns.FileVhost). The guest owns it from
+	// then on and closes it with the guest.
+	Device *vsockns.Vhost
+
 	// CID is the guest's context ID (3 or more).
 	CID uint32
 
@@ -88,9 +94,12 @@ func NewGuest(cfg Config) (*Guest, error) {
 	}
 	var v *vsockns.Vhost
 	var err error
+	handle := cfg.Namespace != 0 && cfg.Namespace != netns.None()
 	switch {
-	case cfg.NetNS != nil && cfg.Namespace != 0 && cfg.Namespace != netns.None():
-		return nil, errors.New("vsocktest: both Namespace and NetNS are set; set one")
+	case cfg.Device != nil && (handle || cfg.NetNS != nil), cfg.NetNS != nil && handle:
+		return nil, errors.New("vsocktest: more than one of Namespace, NetNS and Device is set; set one")
+	case cfg.Device != nil:
+		v = cfg.Device
 	case cfg.NetNS != nil:
 		v, err = cfg.NetNS.OpenVhost()
 	default:

@@ -32,10 +32,17 @@ commands:
   ls                         list named namespaces (--all: every process's) with modes
   dial CID PORT              connect from a namespace; pipe stdin/stdout
   listen PORT                listen in a namespace; pipe the connection to stdin/stdout
+  vm [--cid C] [--serve PATH] -- COMMAND [ARGS]
+                             run a VMM with /dev/vhost-vsock opened in a new local namespace
+                             of your own (no privileges needed) and a guest CID claimed there:
+                             the device is descriptor 3, {vhostfd} and {cid} in ARGS are
+                             replaced (qemu: -device vhost-vsock-pci,vhostfd={vhostfd},guest-cid={cid});
+                             --serve PATH lets dial/listen/mode --socket PATH act in it meanwhile
 
 namespace flags (every command that acts in one):
   --netns NAME|PATH          a named namespace (/run/netns/NAME) or a namespace file
   --pid PID                  the network namespace of process PID
+  --socket PATH              (dial, listen, mode) the namespace a vsockns vm --serve PATH serves
 `
 
 // interrupted means the command was ended by SIGINT or SIGTERM.
@@ -80,6 +87,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		"ls":         c.ls,
 		"dial":       c.dial,
 		"listen":     c.listen,
+		"vm":         c.vm,
 	}
 	fn, ok := cmds[args[0]]
 	if !ok {
@@ -88,12 +96,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	err := fn(args[1:])
 	var (
-		ue  *usageError
-		sig *interrupted
+		ue     *usageError
+		sig    *interrupted
+		status *exitStatus
 	)
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &status):
+		return status.code
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
 	case errors.As(err, &sig):
@@ -117,6 +128,9 @@ func (c *cli) flagSet(name string, target *nsTarget) *flag.FlagSet {
 	if target != nil {
 		fs.StringVar(&target.netns, "netns", "", "named namespace (/run/netns/NAME) or namespace file `NAME|PATH`")
 		fs.IntVar(&target.pid, "pid", 0, "use the network namespace of process `PID`")
+		if name == "dial" || name == "listen" || name == "mode" {
+			fs.StringVar(&target.socket, "socket", "", "the namespace served at unix socket `PATH` (vsockns vm --serve)")
+		}
 	}
 	return fs
 }
@@ -147,8 +161,20 @@ func parse(fs *flag.FlagSet, args []string, want int, names string) ([]string, e
 
 // nsTarget is the namespace a command acts in.
 type nsTarget struct {
-	netns string
-	pid   int
+	netns  string
+	pid    int
+	socket string
+}
+
+// served connects to the namespace --socket names; nil without --socket.
+func (t *nsTarget) served(ctx context.Context) (*vsockns.Namespace, error) {
+	if t.socket == "" {
+		return nil, nil
+	}
+	if t.netns != "" || t.pid != 0 {
+		return nil, usagef("--socket excludes --netns and --pid")
+	}
+	return vsockns.DialNamespace(ctx, t.socket)
 }
 
 // open returns a handle (netns.None() for the current namespace), a name
@@ -189,18 +215,32 @@ type modeReport struct {
 	PIDs        []int         `json:"pids,omitempty"`
 }
 
-func report(ns netns.NsHandle, name string) modeReport {
+// modeSource is a namespace whose modes can be read: a *vsockns.Namespace,
+// or a handle (handleModes).
+type modeSource interface {
+	Mode() (vsockns.Mode, error)
+	ChildMode() (vsockns.Mode, error)
+	G2HFallback() (bool, error)
+}
+
+type handleModes struct{ h netns.NsHandle }
+
+func (m handleModes) Mode() (vsockns.Mode, error)      { return vsockns.NamespaceMode(m.h) }
+func (m handleModes) ChildMode() (vsockns.Mode, error) { return vsockns.ChildMode(m.h) }
+func (m handleModes) G2HFallback() (bool, error)       { return vsockns.G2HFallback(m.h) }
+
+func report(src modeSource, name string) modeReport {
 	r := modeReport{Namespace: name}
-	m, err := vsockns.NamespaceMode(ns)
+	m, err := src.Mode()
 	if err != nil {
 		r.Error = err.Error()
 		return r
 	}
 	r.Mode = &m
-	if cm, err := vsockns.ChildMode(ns); err == nil {
+	if cm, err := src.ChildMode(); err == nil {
 		r.ChildMode = &cm
 	}
-	if on, err := vsockns.G2HFallback(ns); err == nil {
+	if on, err := src.G2HFallback(); err == nil {
 		r.G2HFallback = &on
 	}
 	return r
@@ -213,12 +253,20 @@ func (c *cli) mode(args []string) error {
 	if _, err := parse(fs, args, 0, "no arguments"); err != nil {
 		return err
 	}
-	ns, name, done, err := t.open()
-	if err != nil {
+	var r modeReport
+	if served, err := t.served(context.Background()); err != nil {
 		return err
+	} else if served != nil {
+		defer served.Close()
+		r = report(served, served.String())
+	} else {
+		ns, name, done, err := t.open()
+		if err != nil {
+			return err
+		}
+		defer done()
+		r = report(handleModes{ns}, name)
 	}
-	defer done()
-	r := report(ns, name)
 	if *asJSON {
 		if err := json.NewEncoder(c.stdout).Encode(r); err != nil {
 			return err
@@ -317,7 +365,7 @@ func (c *cli) ls(args []string) error {
 			rows = append(rows, modeReport{Namespace: filepath.Base(p), Error: err.Error()})
 			continue
 		}
-		rows = append(rows, report(ns, filepath.Base(p)))
+		rows = append(rows, report(handleModes{ns}, filepath.Base(p)))
 		ns.Close()
 	}
 	if *all {
@@ -375,7 +423,7 @@ func processNamespaces() []modeReport {
 		if err != nil {
 			r = modeReport{Namespace: id, Error: err.Error()}
 		} else {
-			r = report(ns, id)
+			r = report(handleModes{ns}, id)
 			ns.Close()
 		}
 		r.PIDs = pids
@@ -396,30 +444,42 @@ func (c *cli) dial(args []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	ns, name, done, err := t.open()
-	if err != nil {
-		return err
-	}
-	defer done()
 	ctx, stop := interruptContext()
 	defer stop()
-	d := vsockns.Dialer{Namespace: ns, Timeout: *timeout}
+	d := vsockns.Dialer{Timeout: *timeout}
+	var (
+		src  modeSource
+		name string
+	)
+	if served, err := t.served(ctx); err != nil {
+		return err
+	} else if served != nil {
+		defer served.Close()
+		d.NetNS, src, name = served, served, served.String()
+	} else {
+		ns, n, done, err := t.open()
+		if err != nil {
+			return err
+		}
+		defer done()
+		d.Namespace, src, name = ns, handleModes{ns}, n
+	}
 	conn, err := d.DialVsock(ctx, addr.ContextID, addr.Port)
 	if err != nil {
 		if ierr := interruption(ctx); ierr != nil {
 			return ierr
 		}
-		return explainDial(err, ns, name, addr)
+		return explainDial(err, src, name, addr)
 	}
 	defer conn.Close()
 	return pipe(ctx, conn, c.stdin, c.stdout)
 }
 
 // explainDial says in an operator's words why a dial failed.
-func explainDial(err error, ns netns.NsHandle, name string, addr *vsock.Addr) error {
+func explainDial(err error, src modeSource, name string, addr *vsock.Addr) error {
 	switch {
 	case errors.Is(err, syscall.ECONNRESET):
-		if m, merr := vsockns.NamespaceMode(ns); merr == nil && m == vsockns.ModeLocal {
+		if m, merr := src.Mode(); merr == nil && m == vsockns.ModeLocal {
 			return fmt.Errorf("connection reset: %s is local-mode; it reaches only listeners inside itself, and nothing is listening on %s there (%w)", name, addr, err)
 		}
 		return fmt.Errorf("connection reset: nothing listening on %s that %s can reach (listeners in local-mode namespaces are reachable only from inside them) (%w)", addr, name, err)
@@ -443,19 +503,29 @@ func (c *cli) listen(args []string) error {
 	if err != nil {
 		return usagef("PORT must be a number from 0 to 4294967295")
 	}
-	ns, name, done, err := t.open()
-	if err != nil {
+	ctx, stop := interruptContext()
+	defer stop()
+	var lc vsockns.ListenConfig
+	var name string
+	if served, err := t.served(ctx); err != nil {
 		return err
+	} else if served != nil {
+		defer served.Close()
+		lc.NetNS, name = served, served.String()
+	} else {
+		ns, n, done, err := t.open()
+		if err != nil {
+			return err
+		}
+		defer done()
+		lc.Namespace, name = ns, n
 	}
-	defer done()
-	l, err := vsockns.Listen(ns, uint32(port))
+	l, err := lc.ListenVsock(ctx, ^uint32(0), uint32(port)) // VMADDR_CID_ANY
 	if err != nil {
 		return err
 	}
 	defer l.Close()
 	fmt.Fprintf(c.stderr, "vsockns: listening on %s in %s\n", l.Addr(), name)
-	ctx, stop := interruptContext()
-	defer stop()
 	for {
 		conn, err := l.AcceptContext(ctx)
 		if err != nil {
