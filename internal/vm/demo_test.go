@@ -13,7 +13,7 @@ import (
 )
 
 // demoExamples are the programs `make demo` runs, in order.
-var demoExamples = []string{"loopback", "cidreuse", "containerdial", "httpvsock", "vmm"}
+var demoExamples = []string{"loopback", "cidreuse", "containerdial", "httpvsock", "vmm", "rootless"}
 
 // TestDemo is `make demo`: it runs the examples/ programs (the seed
 // article's scenarios and the library's main uses) on a kernel with vsock
