@@ -681,3 +681,41 @@ func discardOne(l net.Listener) {
 	defer c.Close()
 	_, _ = io.Copy(io.Discard, c)
 }
+
+// BenchmarkDialUserNamespace: a dial through CreateUserNamespace's helper
+// (socket(2) is a request to another process, the descriptor comes back
+// over SCM_RIGHTS) beside a dial into a local namespace this process
+// enters, and the floor. Root runs it (the VM's benchmarks do); an
+// unprivileged caller takes the same path.
+func BenchmarkDialUserNamespace(b *testing.B) {
+	floor, others := benchTargets(b)
+	if len(others) == 0 {
+		b.Skip("needs vsock namespaces")
+	}
+	n, err := vsockns.CreateUserNamespace(context.Background(), vsockns.ModeLocal)
+	require.NoError(b, err)
+	b.Cleanup(func() { n.Close() })
+	l, err := n.ListenConfig().ListenVsock(context.Background(), vsock.Local, 0)
+	require.NoError(b, err)
+	b.Cleanup(func() { l.Close() })
+	for range 4 {
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
+	port := l.Addr().(*vsock.Addr).Port
+	viaHelper := func(ctx context.Context, port uint32) (io.Closer, error) {
+		return n.Dialer().DialVsock(ctx, vsock.Local, port)
+	}
+	local := others[len(others)-1]
+	b.Run("floor", func(b *testing.B) { benchDial(b, dialFloor, floor.port) })
+	b.Run("vsockns-"+local.name, func(b *testing.B) { benchDial(b, dialVsockns(local.ns), local.port) })
+	b.Run("userns-helper", func(b *testing.B) { benchDial(b, viaHelper, port) })
+	b.Run("floor-again", func(b *testing.B) { benchDial(b, dialFloor, floor.port) })
+}
