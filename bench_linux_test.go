@@ -62,17 +62,7 @@ func benchTargets(b *testing.B) (floor benchTarget, others []benchTarget) {
 		// Several acceptors: connect completes without Accept, so 64
 		// dialing goroutines can outpace a single acceptor until the
 		// accept queue is full and the kernel resets new connections.
-		for range 16 {
-			go func() {
-				for {
-					c, err := l.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
-		}
+		closeAccepted(l, 16)
 		b.Cleanup(func() { l.Close() })
 		return benchTarget{name, ns, l.Addr().(*vsock.Addr).Port, home}
 	}
@@ -698,7 +688,22 @@ func BenchmarkDialUserNamespace(b *testing.B) {
 	l, err := n.ListenConfig().ListenVsock(context.Background(), vsock.Local, 0)
 	require.NoError(b, err)
 	b.Cleanup(func() { l.Close() })
-	for range 4 {
+	closeAccepted(l, 4)
+	port := l.Addr().(*vsock.Addr).Port
+	viaHelper := func(ctx context.Context, port uint32) (io.Closer, error) {
+		return n.Dialer().DialVsock(ctx, vsock.Local, port)
+	}
+	local := others[len(others)-1]
+	b.Run("floor", func(b *testing.B) { benchDial(b, dialFloor, floor.port) })
+	b.Run("vsockns-"+local.name, func(b *testing.B) { benchDial(b, dialVsockns(local.ns), local.port) })
+	b.Run("userns-helper", func(b *testing.B) { benchDial(b, viaHelper, port) })
+	b.Run("floor-again", func(b *testing.B) { benchDial(b, dialFloor, floor.port) })
+}
+
+// closeAccepted runs n goroutines that accept connections on l and close
+// them, until l is closed.
+func closeAccepted(l net.Listener, n int) {
+	for range n {
 		go func() {
 			for {
 				c, err := l.Accept()
@@ -709,13 +714,4 @@ func BenchmarkDialUserNamespace(b *testing.B) {
 			}
 		}()
 	}
-	port := l.Addr().(*vsock.Addr).Port
-	viaHelper := func(ctx context.Context, port uint32) (io.Closer, error) {
-		return n.Dialer().DialVsock(ctx, vsock.Local, port)
-	}
-	local := others[len(others)-1]
-	b.Run("floor", func(b *testing.B) { benchDial(b, dialFloor, floor.port) })
-	b.Run("vsockns-"+local.name, func(b *testing.B) { benchDial(b, dialVsockns(local.ns), local.port) })
-	b.Run("userns-helper", func(b *testing.B) { benchDial(b, viaHelper, port) })
-	b.Run("floor-again", func(b *testing.B) { benchDial(b, dialFloor, floor.port) })
 }
