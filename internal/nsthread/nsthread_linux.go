@@ -222,7 +222,11 @@ func runLocked(target int, fn func() error, done chan<- outcome) {
 		}
 		// fn panicked or called runtime.Goexit. The thread stays locked:
 		// when this goroutine ends, the runtime terminates it instead of
-		// reusing a thread in an unknown namespace.
+		// reusing a thread in an unknown state. It goes home first all the
+		// same (if it can): the main thread is never terminated but parked
+		// for good, and parked in target it would hold that namespace for
+		// the life of the process, and be the one /proc/PID/ns/net shows.
+		setns(home, unix.CLONE_NEWNET)
 		mark.leave()
 		if v := recover(); v != nil {
 			done <- outcome{panicked: true, panicValue: v}

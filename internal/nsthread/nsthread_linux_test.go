@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -408,4 +409,19 @@ func threadGone(t *testing.T, tid int) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// When the thread that ran an fn calling runtime.Goexit is the main
+// thread, which the runtime parks for good instead of ending, it is moved
+// out of the target namespace first: parked there, it would hold the
+// namespace for the life of the process and be the namespace that
+// /proc/PID/ns/net shows. (In this test binary the main thread never runs
+// Run's goroutines; a process of its own does.)
+func TestRunGoexitOnMainThread(t *testing.T) {
+	needRoot(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), mainThreadEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s", out)
+	require.NoError(t, err)
 }
