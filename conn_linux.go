@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -312,22 +311,7 @@ func dial(ctx context.Context, d *Dialer, cid, port uint32) (*Conn, error) {
 		}
 	}
 	sa := &unix.SockaddrVM{CID: cid, Port: port}
-	connect := c.Connect
-	if d, ok := ctx.Deadline(); ok {
-		// The kernel gives up after its own connect timeout; never let it
-		// end the connect before the caller's deadline does. A shorter
-		// deadline needs nothing: the context ends the connect first.
-		if until := time.Until(d); until > kernelConnectTimeout {
-			if err := setConnectTimeout(c, until+time.Second); err != nil {
-				c.Close()
-				return nil, dialError(cid, port, err)
-			}
-			connect = func(ctx context.Context, sa unix.Sockaddr) (unix.Sockaddr, error) {
-				return connectBlocking(ctx, c, sa)
-			}
-		}
-	}
-	rsa, err := connect(ctx, sa)
+	rsa, err := connect(ctx, c, sa)
 	if err != nil {
 		c.Close()
 		return nil, dialError(cid, port, connectError(err))
@@ -453,102 +437,34 @@ func (c *Conn) BufferSize() (size, minSize, maxSize uint64, err error) {
 	return size, minSize, maxSize, nil
 }
 
-// kernelConnectTimeout is the kernel's default SO_VM_SOCKETS_CONNECT_TIMEOUT
-// (VSOCK_DEFAULT_CONNECT_TIMEOUT, 2 s), which every new socket starts with.
-const kernelConnectTimeout = 2 * time.Second
-
-// connectBlocking connects c with a blocking connect(2) on a thread of its
-// own, which a cancelled ctx interrupts with a signal.
+// connect connects c to sa. The caller's deadline, not the kernel's
+// connect timeout, ends it: when the kernel gives up (ETIMEDOUT, after
+// SO_VM_SOCKETS_CONNECT_TIMEOUT, 2 s by default) while ctx's deadline is
+// still ahead, the connect starts again, sending a new connection request.
+// Without a deadline the kernel's timeout is the answer.
 //
-// This is the connect of a dial whose deadline lies beyond the kernel's
-// connect timeout (raised to that deadline first). A non-blocking connect
-// arms a kernel timer that holds the socket, and with it the socket's
-// network namespace, until it fires, even after close(2); nothing from
-// user space re-arms or cancels it (a second connect returns EALREADY at
-// once). Raised to a long deadline, every cancelled dial would pin a socket
-// and a namespace that long. A blocking connect arms no timer: interrupted
-// (EINTR), it leaves the socket closed and unconnected, and close(2) frees
-// it.
-//
-// The signal is SIGURG, the one the Go runtime sends its own threads to
-// preempt goroutines and ignores otherwise; it is sent until the connect
-// has returned, as the thread may not be in connect(2) yet when ctx ends.
-func connectBlocking(ctx context.Context, c *socket.Conn, sa unix.Sockaddr) (unix.Sockaddr, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cerr error
-	err = rc.Control(func(fd uintptr) {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if cerr = unix.SetNonblock(int(fd), false); cerr != nil {
-			cerr = os.NewSyscallError("fcntl", cerr)
-			return
+// The socket's timeout is never raised to the deadline: a non-blocking
+// connect arms a kernel timer that holds the socket, and with it the
+// socket's network namespace, until it fires, even after a cancelled dial
+// closed it, and nothing from user space re-arms or cancels it (a second
+// connect returns EALREADY). Left at the kernel's 2 s, that is how long a
+// cancelled dial can outlive its return in the kernel; raised to a long
+// deadline, it would be that long.
+func connect(ctx context.Context, c *socket.Conn, sa unix.Sockaddr) (unix.Sockaddr, error) {
+	for {
+		rsa, err := c.Connect(ctx, sa)
+		if !errors.Is(err, unix.ETIMEDOUT) {
+			return rsa, err
 		}
-		defer unix.SetNonblock(int(fd), true)
-		pid, tid := unix.Getpid(), unix.Gettid()
-		returned := make(chan struct{})
-		interrupted := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			defer close(interrupted)
-			t := time.NewTicker(time.Millisecond)
-			defer t.Stop()
-			for {
-				unix.Tgkill(pid, tid, unix.SIGURG)
-				select {
-				case <-returned:
-					return
-				case <-t.C:
-				}
-			}
-		})
-		for {
-			cerr = unix.Connect(int(fd), sa)
-			if cerr != unix.EINTR || ctx.Err() != nil {
-				break
-			}
-			// A signal for something else (the runtime's own): the
-			// interrupted connect left the socket unconnected; start
-			// it again.
-		}
-		close(returned)
-		if !stop() {
-			<-interrupted // no signal is sent once this thread is unlocked
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	if cerr != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, os.NewSyscallError("connect", cerr)
+		if _, ok := ctx.Deadline(); !ok {
+			return nil, err
+		}
+		// The kernel's timeout put the socket back to unconnected (its
+		// request, if still queued, withdrawn): connect again.
 	}
-	rsa, err := c.Getpeername()
-	if err != nil {
-		return nil, err
-	}
-	return rsa, nil
-}
-
-func setConnectTimeout(c *socket.Conn, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	tv := unix.NsecToTimeval(d.Nanoseconds())
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptTimeval(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_CONNECT_TIMEOUT, &tv)
-	}); err != nil {
-		return err
-	}
-	return os.NewSyscallError("setsockopt", serr)
 }
 
 func listen(ctx context.Context, lc *ListenConfig, cid, port uint32) (*Listener, error) {

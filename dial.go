@@ -36,8 +36,9 @@ type Dialer struct {
 	NetNS *Namespace
 
 	// Timeout bounds each dial, like net.Dialer's Timeout. Zero means no
-	// timeout beyond the context's; the kernel still gives up after its own
-	// connect timeout (2 s by default) unless a deadline says otherwise.
+	// timeout beyond the context's. Without any deadline the kernel gives
+	// up after its own connect timeout (2 s by default); with one, the
+	// deadline ends the dial (see DialVsock).
 	Timeout time.Duration
 
 	// Deadline, if non-zero, is an absolute time after which dials fail.
@@ -90,11 +91,15 @@ func (d *Dialer) Dial(network, address string) (net.Conn, error) {
 // namespace.
 //
 // Only the socket(2) call runs inside the namespace; the connect runs on
-// the calling goroutine through Go's network poller and honours ctx. If the
-// effective deadline is later than the kernel's default connect timeout
-// (2 s), the socket's SO_VM_SOCKETS_CONNECT_TIMEOUT is raised to match it;
-// otherwise the kernel's default stays. Dialing VMADDR_CID_ANY is refused
-// before any socket exists.
+// the calling goroutine through Go's network poller and honours ctx. With
+// a deadline, the deadline ends the connect: each time the kernel's own
+// connect timeout (SO_VM_SOCKETS_CONNECT_TIMEOUT, 2 s by default) passes
+// first, the connect starts again with a new connection request. The
+// socket's timeout is left as it is, because the kernel keeps a cancelled
+// connect's socket, and its namespace, until that timeout: a dial ended by
+// its context outlives its return in the kernel by 2 s at most. Without a
+// deadline, the kernel's timeout ends the dial (ETIMEDOUT). Dialing
+// VMADDR_CID_ANY is refused before any socket exists.
 //
 // A connect that the namespaces' modes forbid fails with an error for which
 // errors.Is(err, syscall.ECONNRESET) holds.

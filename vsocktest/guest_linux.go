@@ -70,7 +70,8 @@ type Guest struct {
 	txFree   []uint16
 	sendWake chan struct{}
 
-	requests atomic.Int64 // connection requests received from the host
+	requests     atomic.Int64 // connection requests received from the host
+	unresponsive atomic.Bool  // Config.Unresponsive, or SetUnresponsive's
 	resets   atomic.Int64 // RST packets sent to the host
 
 	done      chan struct{}
@@ -121,6 +122,7 @@ func NewGuest(cfg Config) (*Guest, error) {
 		sendWake:  make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
+	g.unresponsive.Store(cfg.Unresponsive)
 	for id := uint16(0); id < queueSize; id++ {
 		g.txFree = append(g.txFree, id)
 	}
@@ -142,6 +144,11 @@ func (g *Guest) CID() uint32 { return g.cfg.CID }
 // from the host, answered or not: a test can wait for a host's connects to
 // be in flight (with Unresponsive, they stay so).
 func (g *Guest) Requests() int { return int(g.requests.Load()) }
+
+// SetUnresponsive changes, from the next connection request on, whether
+// the guest ignores them (see Config.Unresponsive): a guest that hangs, or
+// one that recovers.
+func (g *Guest) SetUnresponsive(unresponsive bool) { g.unresponsive.Store(unresponsive) }
 
 // Resets returns how many resets (RST packets) the guest has sent to the
 // host: for refused connection requests, connections its listeners
@@ -304,7 +311,7 @@ func (g *Guest) handle(h header, payload []byte) {
 	c := g.conns[key]
 	if h.op == opRequest {
 		g.requests.Add(1)
-		if g.cfg.Unresponsive {
+		if g.unresponsive.Load() {
 			g.mu.Unlock()
 			return
 		}
