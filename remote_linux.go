@@ -221,6 +221,9 @@ func newRemote(ctx context.Context, conn *net.UnixConn) (*remote, int, error) {
 	hello := make(chan result, 1)
 	r.pending[0] = hello
 	go r.read()
+	if testHookBeforeWait != nil {
+		testHookBeforeWait(r)
+	}
 	select {
 	case res := <-hello:
 		if res.r.Err != nil {
@@ -236,6 +239,16 @@ func newRemote(ctx context.Context, conn *net.UnixConn) (*remote, int, error) {
 		}
 		return r, res.fd, nil
 	case <-r.done:
+		select {
+		case res := <-hello: // a refusal sent just before the server closed
+			if res.fd >= 0 {
+				unix.Close(res.fd)
+			}
+			if res.r.Err != nil {
+				return nil, -1, res.r.Err.decode()
+			}
+		default:
+		}
 		return nil, -1, r.err
 	case <-ctx.Done():
 		r.close()
@@ -249,6 +262,10 @@ func newRemote(ctx context.Context, conn *net.UnixConn) (*remote, int, error) {
 		return nil, -1, ctx.Err()
 	}
 }
+
+// testHookBeforeWait, if set, runs before a caller waits for its reply (a
+// test holds it there until the connection has ended).
+var testHookBeforeWait func(*remote)
 
 // read delivers replies to their callers until the connection ends.
 func (r *remote) read() {
@@ -308,16 +325,20 @@ func (r *remote) call(ctx context.Context, req request) (reply, int, error) {
 		<-r.done
 		return reply{}, -1, r.err
 	}
+	if testHookBeforeWait != nil {
+		testHookBeforeWait(r)
+	}
 	select {
 	case res := <-ch:
-		if res.r.Err != nil {
-			if res.fd >= 0 {
-				unix.Close(res.fd)
-			}
-			return reply{}, -1, res.r.Err.decode()
-		}
-		return res.r, res.fd, nil
+		return res.result()
 	case <-r.done:
+		// A reply delivered before the connection ended is the answer
+		// (both are ready, and select would pick either).
+		select {
+		case res := <-ch:
+			return res.result()
+		default:
+		}
 		return reply{}, -1, r.err
 	case <-ctx.Done():
 		if r.forget(req.ID) {
@@ -333,6 +354,17 @@ func (r *remote) call(ctx context.Context, req request) (reply, int, error) {
 		}
 		return reply{}, -1, ctx.Err()
 	}
+}
+
+// result is a call's return for its reply.
+func (res result) result() (reply, int, error) {
+	if res.r.Err != nil {
+		if res.fd >= 0 {
+			unix.Close(res.fd)
+		}
+		return reply{}, -1, res.r.Err.decode()
+	}
+	return res.r, res.fd, nil
 }
 
 // forget drops a pending call, reporting whether it was still waiting
