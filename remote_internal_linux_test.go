@@ -32,23 +32,26 @@ func packetPair(t testing.TB) (client, server *net.UnixConn) {
 
 // A server's last word before it exits is not lost to its exit: a refusal
 // sent in the hello, or a reply sent just before the connection closes,
-// reaches the caller, which sees both the reply and the end at once
-// (before the fix, about half the time it reported only that the server
-// had exited: the demo's "bob opens alice's namespace" failed so in CI).
+// reaches the caller. Two ways it was lost: the caller's select saw the
+// reply and the end ready at once and picked either; and the kernel
+// reported the end before the queued reply (see recvMsg). Either way the
+// caller heard only that the server had exited (the demo's "bob opens
+// alice's namespace" failed so in CI; this test failed on every kernel in
+// the VM before both fixes).
 func TestRemoteReplyBeforeExitWins(t *testing.T) {
 	// Each caller waits only once the connection has ended, when its reply
 	// is in already.
 	testHookBeforeWait = func(r *remote) { <-r.done }
 	t.Cleanup(func() { testHookBeforeWait = nil })
 	refusal := &explained{unix.EACCES, "not yours", nil}
-	for range 200 {
+	for range 500 {
 		client, server := packetPair(t)
 		require.NoError(t, sendMsg(server, reply{Version: protocolVersion, Err: encodeError(refusal)}, -1))
 		server.Close()
 		_, _, err := newRemote(context.Background(), client)
 		require.ErrorIs(t, err, syscall.EACCES)
 	}
-	for range 200 {
+	for range 500 {
 		client, server := packetPair(t)
 		nsfd, err := unix.Open("/proc/self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		require.NoError(t, err)
@@ -66,7 +69,10 @@ func TestRemoteReplyBeforeExitWins(t *testing.T) {
 				unix.Close(fd)
 			}
 			if err == nil {
-				sendMsg(server, reply{ID: req.ID, Value: "1"}, -1)
+				err = sendMsg(server, reply{ID: req.ID, Value: "1"}, -1)
+			}
+			if err != nil {
+				t.Errorf("server: %v", err)
 			}
 			server.Close()
 		}()

@@ -156,6 +156,16 @@ func recvMsg(c *net.UnixConn, v any) (int, error) {
 	buf := make([]byte, maxMessage)
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
+	if errors.Is(err, io.EOF) {
+		// The kernel can report the end of an AF_UNIX SOCK_SEQPACKET
+		// connection while the peer's last message is still queued: a
+		// non-blocking recvmsg(2) that finds the queue empty and then,
+		// the peer having sent and closed meanwhile, the connection shut
+		// down, returns 0 (seen on 6.1, 7.2 and 7.3 under QEMU: a second
+		// recvmsg returns the message). Once the end is signalled,
+		// everything the peer sent is queued, so a second end is the end.
+		n, oobn, flags, _, err = c.ReadMsgUnix(buf, oob)
+	}
 	if err != nil {
 		return -1, err
 	}
@@ -239,6 +249,7 @@ func newRemote(ctx context.Context, conn *net.UnixConn) (*remote, int, error) {
 		}
 		return r, res.fd, nil
 	case <-r.done:
+		r.conn.Close()
 		select {
 		case res := <-hello: // a refusal sent just before the server closed
 			if res.fd >= 0 {
