@@ -241,7 +241,7 @@ func startListener(t *testing.T, stdin string, args ...string) (*exec.Cmd, *lock
 	t.Helper()
 	cmd := exec.Command(cliPath(t), append([]string{"listen"}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
-	out := &lockedBuffer{}
+	out := &lockedBuffer{wake: make(chan struct{}, 1)}
 	cmd.Stdout = out
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
@@ -346,8 +346,10 @@ func TestCLIKeepOpenAndPID(t *testing.T) {
 		require.Equal(t, 0, r.code, "%+v", r)
 	}
 	// A dial returns once both directions are done, which for the
-	// listener means it has copied the dialer's data out and closed the
-	// connection: all three messages are in.
+	// listener means it has written the dialer's data to its stdout and
+	// closed the connection; from the pipe, os/exec's goroutine copies it
+	// into out a moment later (asserting at once failed so under -race).
+	out.waitFor(t, "message 2\n")
 	assert.Equal(t, "message 0\nmessage 1\nmessage 2\n", out.String())
 }
 
