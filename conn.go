@@ -5,6 +5,24 @@ import (
 	"syscall"
 )
 
+// sockType is a vsock socket type: a byte stream (SOCK_STREAM, network
+// "vsock") or a connection that keeps message boundaries (SOCK_SEQPACKET,
+// network "vsockpacket").
+type sockType int
+
+const (
+	typeStream sockType = iota
+	typeSeqpacket
+)
+
+// network is the type's network name.
+func (t sockType) network() string {
+	if t == typeSeqpacket {
+		return NetworkSeqpacket
+	}
+	return Network
+}
+
 // Compile-time checks: the concrete types implement the interfaces package
 // net and its users expect.
 var (

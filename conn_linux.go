@@ -18,24 +18,81 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A Conn is a vsock stream connection. Its namespace was fixed when it was
-// created; it keeps working after the namespace's handles are closed, and
-// even after the namespace itself is gone.
+// A Conn is a vsock connection: a stream (network "vsock") or a
+// SOCK_SEQPACKET connection (network "vsockpacket"), which keeps message
+// boundaries. Its namespace was fixed when it was created; it keeps working
+// after the namespace's handles are closed, and even after the namespace
+// itself is gone.
 type Conn struct {
 	c             *socket.Conn
+	typ           sockType
 	local, remote *vsock.Addr
 	closed        atomic.Bool
+
+	// SOCK_SEQPACKET only (see seqpacket_linux.go): the write deadline,
+	// in Unix nanoseconds (0: none), and the error that ended writing
+	// after a message may have been cut.
+	writeDeadline atomic.Int64
+	cut           atomic.Pointer[error]
 }
 
-// Read implements net.Conn.
+// Read implements net.Conn. On a SOCK_SEQPACKET connection it reads one
+// message; what does not fit in b is discarded (ReadMsg reports it).
 func (c *Conn) Read(b []byte) (int, error) {
+	if c.typ == typeSeqpacket {
+		n, _, err := c.recvmsg(b)
+		return n, c.opError("read", err)
+	}
 	n, err := c.c.Read(b)
 	return n, c.opError("read", err)
 }
 
-// Write implements net.Conn.
+// Write implements net.Conn. On a SOCK_SEQPACKET connection b is one
+// message, sent whole or not at all (see WriteMsg), with MSG_EOR.
 func (c *Conn) Write(b []byte) (int, error) {
+	if c.typ == typeSeqpacket {
+		n, err := c.sendmsg(b, unix.MSG_EOR)
+		return n, c.opError("write", err)
+	}
 	n, err := c.c.Write(b)
+	return n, c.opError("write", err)
+}
+
+// ReadMsg reads one message into b, as recvmsg(2) does, and returns its
+// length in b and the flags the kernel reported: syscall.MSG_TRUNC when
+// the message was longer than b (the rest is discarded), syscall.MSG_EOR
+// when the sender ended a record with it. On a stream it reads like Read,
+// and the flags are zero. It is net.UnixConn's ReadMsgUnix without
+// ancillary data, which vsock does not carry. As with package net, an
+// empty b reads nothing.
+func (c *Conn) ReadMsg(b []byte) (n, flags int, err error) {
+	if c.typ != typeSeqpacket {
+		n, err := c.Read(b)
+		return n, 0, err
+	}
+	n, flags, err = c.recvmsg(b)
+	return n, flags, c.opError("read", err)
+}
+
+// WriteMsg sends b as one message. flags may be 0 or syscall.MSG_EOR,
+// which marks the message as the end of a record (the peer's ReadMsg
+// reports it; Write always sets it); other flags are refused with EINVAL.
+// On a stream it writes like Write.
+//
+// A SOCK_SEQPACKET message is sent whole: a write waits until the peer has
+// room for all of it (a message larger than the peer's whole receive
+// buffer fails with EMSGSIZE). A write that ends before that, at its
+// deadline or interrupted, may have sent the start of its message (the
+// kernel sends what fits and cannot take it back), so it also ends writing
+// on the connection: it and every later write fail with ErrMessageCut.
+func (c *Conn) WriteMsg(b []byte, flags int) (int, error) {
+	if flags&^unix.MSG_EOR != 0 {
+		return 0, c.opError("write", &explained{unix.EINVAL, fmt.Sprintf("flags %#x: only syscall.MSG_EOR is allowed", flags), nil})
+	}
+	if c.typ != typeSeqpacket {
+		return c.Write(b)
+	}
+	n, err := c.sendmsg(b, flags)
 	return n, c.opError("write", err)
 }
 
@@ -44,6 +101,12 @@ func (c *Conn) Write(b []byte) (int, error) {
 func (c *Conn) Close() error {
 	if c.closed.Swap(true) {
 		return c.opError("close", net.ErrClosed)
+	}
+	if c.typ == typeSeqpacket {
+		// A write waiting in the kernel for the peer's room (see
+		// sendmsg) returns once the socket is shut down; close(2)
+		// alone would wait for it.
+		c.c.Shutdown(unix.SHUT_RDWR)
 	}
 	return c.opError("close", c.c.Close())
 }
@@ -61,13 +124,17 @@ func (c *Conn) LocalAddr() net.Addr { return c.local }
 func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
 // SetDeadline implements net.Conn.
-func (c *Conn) SetDeadline(t time.Time) error { return c.opError("set", c.c.SetDeadline(t)) }
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.writeDeadline.Store(unixNano(t))
+	return c.opError("set", c.c.SetDeadline(t))
+}
 
 // SetReadDeadline implements net.Conn.
 func (c *Conn) SetReadDeadline(t time.Time) error { return c.opError("set", c.c.SetReadDeadline(t)) }
 
 // SetWriteDeadline implements net.Conn.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.writeDeadline.Store(unixNano(t))
 	return c.opError("set", c.c.SetWriteDeadline(t))
 }
 
@@ -82,14 +149,20 @@ func (c *Conn) SyscallConn() (syscall.RawConn, error) {
 }
 
 func (c *Conn) opError(op string, err error) error {
-	return opError(op, err, c.local, c.remote)
+	return opErrorNet(op, c.typ.network(), err, c.local, c.remote)
 }
 
-// A Listener accepts vsock connections in the namespace it was created in.
+// A Listener accepts vsock connections in the namespace it was created in:
+// streams, or SOCK_SEQPACKET connections from ListenSeqpacket.
 type Listener struct {
 	c      *socket.Conn
+	typ    sockType
 	addr   *vsock.Addr
 	closed atomic.Bool
+}
+
+func (l *Listener) opError(op string, err error) error {
+	return opErrorNet(op, l.typ.network(), err, l.addr, nil)
 }
 
 // Accept waits for the next connection; the net.Conn is a *Conn.
@@ -105,11 +178,11 @@ func (l *Listener) Accept() (net.Conn, error) {
 // ctx is an error, as for DialVsock and ListenVsock.
 func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
 	if ctx == nil {
-		return nil, opError("accept", errNilContext, l.addr, nil)
+		return nil, l.opError("accept", errNilContext)
 	}
 	c, rsa, err := l.c.Accept(ctx, 0)
 	if err != nil {
-		return nil, opError("accept", err, l.addr, nil)
+		return nil, l.opError("accept", err)
 	}
 	remote := vmAddr(rsa)
 	// The local address of an accepted connection is the listener's,
@@ -123,7 +196,13 @@ func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
 			}
 		}
 	}
-	return &Conn{c: c, local: local, remote: remote}, nil
+	if l.typ == typeSeqpacket {
+		if err := seqpacketBlocking(c); err != nil {
+			c.Close()
+			return nil, l.opError("accept", err)
+		}
+	}
+	return &Conn{c: c, typ: l.typ, local: local, remote: remote}, nil
 }
 
 // Addr returns the listening address, a *vsock.Addr.
@@ -133,21 +212,21 @@ func (l *Listener) Addr() net.Addr { return l.addr }
 // returns an error wrapping net.ErrClosed.
 func (l *Listener) Close() error {
 	if l.closed.Swap(true) {
-		return opError("close", net.ErrClosed, l.addr, nil)
+		return l.opError("close", net.ErrClosed)
 	}
-	return opError("close", l.c.Close(), l.addr, nil)
+	return l.opError("close", l.c.Close())
 }
 
 // SetDeadline sets the deadline for Accept.
 func (l *Listener) SetDeadline(t time.Time) error {
-	return opError("set", l.c.SetDeadline(t), l.addr, nil)
+	return l.opError("set", l.c.SetDeadline(t))
 }
 
 // SyscallConn returns the raw listening socket.
 func (l *Listener) SyscallConn() (syscall.RawConn, error) {
 	rc, err := l.c.SyscallConn()
 	if err != nil {
-		return nil, opError("syscall-conn", err, l.addr, nil)
+		return nil, l.opError("syscall-conn", err)
 	}
 	return rc, nil
 }
@@ -164,6 +243,11 @@ func vmAddr(sa unix.Sockaddr) *vsock.Addr {
 // opError wraps err the way package net does: *net.OpError with Net
 // "vsock", io.EOF left alone, closed-file errors as net.ErrClosed.
 func opError(op string, err error, local, remote *vsock.Addr) error {
+	return opErrorNet(op, Network, err, local, remote)
+}
+
+// opErrorNet is opError for the named network.
+func opErrorNet(op, network string, err error, local, remote *vsock.Addr) error {
 	if err == nil {
 		return nil
 	}
@@ -187,7 +271,7 @@ func opError(op string, err error, local, remote *vsock.Addr) error {
 		// them. (For listen, EBADF is about the namespace handle.)
 		err = net.ErrClosed
 	}
-	oe := &net.OpError{Op: op, Net: Network, Err: err}
+	oe := &net.OpError{Op: op, Net: network, Err: err}
 	switch op {
 	case "accept", "listen", "set", "syscall-conn":
 		if local != nil {
@@ -292,29 +376,29 @@ func (e *explained) Unwrap() []error {
 	return []error{e.err}
 }
 
-func dial(ctx context.Context, d *Dialer, cid, port uint32) (*Conn, error) {
+func dial(ctx context.Context, d *Dialer, t sockType, cid, port uint32) (*Conn, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, dialError(cid, port, err)
+		return nil, dialError(t, cid, port, err)
 	}
-	c, err := newSocket(ctx, nsRef{d.Namespace, d.NetNS}, unix.SOCK_STREAM)
+	c, err := newSocket(ctx, nsRef{d.Namespace, d.NetNS}, t.unix())
 	if err != nil {
-		return nil, dialError(cid, port, err)
+		return nil, dialError(t, cid, port, err)
 	}
-	if err := prepare(c, d.BufferSize, d.Control, &vsock.Addr{ContextID: cid, Port: port}); err != nil {
+	if err := prepare(c, t, d.BufferSize, d.Control, &vsock.Addr{ContextID: cid, Port: port}); err != nil {
 		c.Close()
-		return nil, dialError(cid, port, err)
+		return nil, dialError(t, cid, port, err)
 	}
 	if la := d.LocalAddr; la != nil {
 		if err := c.Bind(&unix.SockaddrVM{CID: la.ContextID, Port: la.Port}); err != nil {
 			c.Close()
-			return nil, dialError(cid, port, bindError(err, la.Port))
+			return nil, dialError(t, cid, port, bindError(err, la.Port))
 		}
 	}
 	sa := &unix.SockaddrVM{CID: cid, Port: port}
 	rsa, err := connect(ctx, c, sa)
 	if err != nil {
 		c.Close()
-		return nil, dialError(cid, port, connectError(err))
+		return nil, dialError(t, cid, port, connectError(err, t))
 	}
 	remote := &vsock.Addr{ContextID: cid, Port: port}
 	if sa, ok := rsa.(*unix.SockaddrVM); ok {
@@ -323,14 +407,22 @@ func dial(ctx context.Context, d *Dialer, cid, port uint32) (*Conn, error) {
 	lsa, err := c.Getsockname()
 	if err != nil {
 		c.Close()
-		return nil, dialError(cid, port, err)
+		return nil, dialError(t, cid, port, err)
 	}
-	return &Conn{c: c, local: vmAddr(lsa), remote: remote}, nil
+	if t == typeSeqpacket {
+		if err := seqpacketBlocking(c); err != nil {
+			c.Close()
+			return nil, dialError(t, cid, port, err)
+		}
+	}
+	return &Conn{c: c, typ: t, local: vmAddr(lsa), remote: remote}, nil
 }
 
 // connectError adds the likely reason to the errors vsock's connect gives.
-func connectError(err error) error {
+func connectError(err error, t sockType) error {
 	switch {
+	case t == typeSeqpacket && errors.Is(err, unix.ESOCKTNOSUPPORT):
+		return &explained{err, "the transport to that CID has no SOCK_SEQPACKET (vsock_loopback in a local namespace; a guest whose device did not negotiate VIRTIO_VSOCK_F_SEQPACKET)", nil}
 	case errors.Is(err, unix.ECONNRESET):
 		return &explained{err, "no listener on that port, or the namespaces' vsock modes keep them apart (a local namespace reaches only its own sockets)", nil}
 	case errors.Is(err, unix.ENODEV):
@@ -343,7 +435,7 @@ func connectError(err error) error {
 
 // prepare applies a Dialer's or ListenConfig's socket options to a new
 // socket, then calls its Control hook, before connect or bind.
-func prepare(c *socket.Conn, bufferSize uint64, control func(network, address string, c syscall.RawConn) error, addr *vsock.Addr) error {
+func prepare(c *socket.Conn, t sockType, bufferSize uint64, control func(network, address string, c syscall.RawConn) error, addr *vsock.Addr) error {
 	if bufferSize > 0 {
 		if err := setBufferSize(c, bufferSize); err != nil {
 			return err
@@ -354,7 +446,7 @@ func prepare(c *socket.Conn, bufferSize uint64, control func(network, address st
 		if err != nil {
 			return err
 		}
-		if err := control(Network, addr.String(), rc); err != nil {
+		if err := control(t.network(), addr.String(), rc); err != nil {
 			return err
 		}
 	}
@@ -467,16 +559,19 @@ func connect(ctx context.Context, c *socket.Conn, sa unix.Sockaddr) (unix.Sockad
 	}
 }
 
-func listen(ctx context.Context, lc *ListenConfig, cid, port uint32) (*Listener, error) {
+func listen(ctx context.Context, lc *ListenConfig, t sockType, cid, port uint32) (*Listener, error) {
 	laddr := &vsock.Addr{ContextID: cid, Port: port}
+	opError := func(op string, err error, local, remote *vsock.Addr) error {
+		return opErrorNet(op, t.network(), err, local, remote)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, opError("listen", err, laddr, nil)
 	}
-	c, err := newSocket(ctx, nsRef{lc.Namespace, lc.NetNS}, unix.SOCK_STREAM)
+	c, err := newSocket(ctx, nsRef{lc.Namespace, lc.NetNS}, t.unix())
 	if err != nil {
 		return nil, opError("listen", err, laddr, nil)
 	}
-	if err := prepare(c, lc.BufferSize, lc.Control, laddr); err != nil {
+	if err := prepare(c, t, lc.BufferSize, lc.Control, laddr); err != nil {
 		c.Close()
 		return nil, opError("listen", err, laddr, nil)
 	}
@@ -500,5 +595,13 @@ func listen(ctx context.Context, lc *ListenConfig, cid, port uint32) (*Listener,
 			laddr = &vsock.Addr{ContextID: vm.CID, Port: vm.Port}
 		}
 	}
-	return &Listener{c: c, addr: laddr}, nil
+	return &Listener{c: c, typ: t, addr: laddr}, nil
+}
+
+// unix is the type's socket(2) type.
+func (t sockType) unix() int {
+	if t == typeSeqpacket {
+		return unix.SOCK_SEQPACKET
+	}
+	return unix.SOCK_STREAM
 }

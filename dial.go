@@ -15,9 +15,16 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// Network is the network name this package's Dialer and ListenConfig accept
-// and report in errors and addresses.
+// Network is the network name of vsock stream sockets (SOCK_STREAM) that
+// this package's Dialer and ListenConfig accept and report in errors.
 const Network = "vsock"
+
+// NetworkSeqpacket is the network name of vsock SOCK_SEQPACKET sockets:
+// connections, like streams, that keep the boundaries of the messages
+// written. The name follows package net's "unixpacket" for Unix
+// SOCK_SEQPACKET sockets. (Addresses are *vsock.Addr whatever the type;
+// their Network method says "vsock".)
+const NetworkSeqpacket = "vsockpacket"
 
 // A Dialer connects to vsock listeners from inside a network namespace.
 //
@@ -58,24 +65,25 @@ type Dialer struct {
 
 	// Control, if not nil, is called after the socket is created in the
 	// namespace and its options are set, before it connects, with network
-	// "vsock" and the address dialed in (*vsock.Addr).String's form, as
+	// "vsock" or "vsockpacket" and the address dialed in
+	// (*vsock.Addr).String's form, as
 	// net.Dialer's Control is. An error from it ends the dial.
 	Control func(network, address string, c syscall.RawConn) error
 }
 
-// DialContext connects to address on the named network, which must be
-// "vsock". Addresses are "CID:PORT", where CID may also be one of the names
+// DialContext connects to address on the named network, "vsock" (a stream,
+// as DialVsock) or "vsockpacket" (SOCK_SEQPACKET, as DialSeqpacket). Addresses are "CID:PORT", where CID may also be one of the names
 // "hypervisor" (0), "local" (1) or "host" (2), or the form *vsock.Addr's
 // String method prints ("vm(42):1024"); a "vsock://" prefix is accepted.
 // It has the signature of http.Transport.DialContext and gRPC's dialer.
 //
 // The returned net.Conn is a *Conn.
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	addr, err := resolve("dial", network, address)
+	addr, t, err := resolve("dial", network, address)
 	if err != nil {
 		return nil, err
 	}
-	c, err := d.DialVsock(ctx, addr.ContextID, addr.Port)
+	c, err := d.dial(ctx, t, addr.ContextID, addr.Port)
 	if err != nil {
 		return nil, err // a typed nil *Conn must not become a non-nil net.Conn
 	}
@@ -104,11 +112,25 @@ func (d *Dialer) Dial(network, address string) (net.Conn, error) {
 // A connect that the namespaces' modes forbid fails with an error for which
 // errors.Is(err, syscall.ECONNRESET) holds.
 func (d *Dialer) DialVsock(ctx context.Context, cid, port uint32) (*Conn, error) {
+	return d.dial(ctx, typeStream, cid, port)
+}
+
+// DialSeqpacket is DialVsock for a SOCK_SEQPACKET connection (network
+// "vsockpacket"): each Write is one message, each Read returns one (see
+// Conn.ReadMsg). Where the kernel has no SOCK_SEQPACKET path to the peer
+// (vsock_loopback in a local namespace; a guest whose device did not
+// negotiate VIRTIO_VSOCK_F_SEQPACKET) the dial fails with an error for which
+// errors.Is(err, syscall.ESOCKTNOSUPPORT) holds.
+func (d *Dialer) DialSeqpacket(ctx context.Context, cid, port uint32) (*Conn, error) {
+	return d.dial(ctx, typeSeqpacket, cid, port)
+}
+
+func (d *Dialer) dial(ctx context.Context, t sockType, cid, port uint32) (*Conn, error) {
 	if ctx == nil {
-		return nil, dialError(cid, port, errNilContext)
+		return nil, dialError(t, cid, port, errNilContext)
 	}
 	if cid == vmaddrCIDAny {
-		return nil, dialError(cid, port, &AddrError{Network: Network, Address: (&vsock.Addr{ContextID: cid, Port: port}).String(),
+		return nil, dialError(t, cid, port, &AddrError{Network: t.network(), Address: (&vsock.Addr{ContextID: cid, Port: port}).String(),
 			Reason: "VMADDR_CID_ANY (4294967295) is for listening; a dial needs a CID"})
 	}
 	if d.Timeout > 0 {
@@ -121,7 +143,7 @@ func (d *Dialer) DialVsock(ctx context.Context, cid, port uint32) (*Conn, error)
 		ctx, cancel = context.WithDeadline(ctx, d.Deadline)
 		defer cancel()
 	}
-	return dial(ctx, d, cid, port)
+	return dial(ctx, d, t, cid, port)
 }
 
 // Dial connects to cid:port from namespace ns. It is the zero Dialer's
@@ -136,12 +158,20 @@ func DialContext(ctx context.Context, ns netns.NsHandle, cid, port uint32) (*Con
 	return d.DialVsock(ctx, cid, port)
 }
 
+// DialSeqpacket connects a SOCK_SEQPACKET socket to cid:port from namespace
+// ns. It is the zero Dialer's DialSeqpacket with that Namespace and
+// context.Background().
+func DialSeqpacket(ns netns.NsHandle, cid, port uint32) (*Conn, error) {
+	d := Dialer{Namespace: ns}
+	return d.DialSeqpacket(context.Background(), cid, port)
+}
+
 // errNilContext is the error of an operation given a nil context; dials,
 // listens and accepts treat it alike.
 var errNilContext = errors.New("nil context")
 
-func dialError(cid, port uint32, err error) error {
-	return &net.OpError{Op: "dial", Net: Network, Addr: &vsock.Addr{ContextID: cid, Port: port}, Err: err}
+func dialError(t sockType, cid, port uint32, err error) error {
+	return &net.OpError{Op: "dial", Net: t.network(), Addr: &vsock.Addr{ContextID: cid, Port: port}, Err: err}
 }
 
 // AddrError reports a malformed vsock address or a wrong network name.
@@ -227,18 +257,24 @@ func cidName(cid uint32) string {
 const vmaddrCIDAny = ^uint32(0)
 
 // resolve checks network and parses address for op ("dial" or "listen").
-func resolve(op, network, address string) (*vsock.Addr, error) {
-	if network != Network {
-		return nil, &net.OpError{Op: op, Net: network, Err: net.UnknownNetworkError(network)}
+func resolve(op, network, address string) (*vsock.Addr, sockType, error) {
+	var t sockType
+	switch network {
+	case Network:
+		t = typeStream
+	case NetworkSeqpacket:
+		t = typeSeqpacket
+	default:
+		return nil, 0, &net.OpError{Op: op, Net: network, Err: net.UnknownNetworkError(network)}
 	}
 	a, err := ParseAddr(address)
 	if err != nil {
-		return nil, &net.OpError{Op: op, Net: Network, Err: err}
+		return nil, 0, &net.OpError{Op: op, Net: network, Err: err}
 	}
 	if op == "dial" && strings.HasPrefix(strings.TrimPrefix(address, "vsock://"), ":") {
-		return nil, &net.OpError{Op: op, Net: Network, Err: &AddrError{Network: network, Address: address, Reason: "missing CID"}}
+		return nil, 0, &net.OpError{Op: op, Net: network, Err: &AddrError{Network: network, Address: address, Reason: "missing CID"}}
 	}
-	return a, nil
+	return a, t, nil
 }
 
 // FileConn returns a Conn for the connected AF_VSOCK stream socket open as
@@ -248,4 +284,9 @@ func resolve(op, network, address string) (*vsock.Addr, error) {
 // a connected AF_VSOCK stream socket is refused with an error saying which
 // (EAFNOSUPPORT, EPROTOTYPE, EINVAL for a listener, ENOTCONN; ENOTSOCK or
 // EBADF for what is no socket at all).
-func FileConn(f *os.File) (*Conn, error) { return fileConn(f) }
+func FileConn(f *os.File) (*Conn, error) { return fileConn(f, typeStream) }
+
+// FileSeqpacketConn is FileConn for a connected AF_VSOCK SOCK_SEQPACKET
+// socket; a stream socket is refused (EPROTOTYPE), as FileConn refuses a
+// SOCK_SEQPACKET one.
+func FileSeqpacketConn(f *os.File) (*Conn, error) { return fileConn(f, typeSeqpacket) }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 
 	"github.com/mdlayher/socket"
@@ -14,8 +15,8 @@ import (
 )
 
 // fileSocket duplicates f's descriptor and checks that it is an AF_VSOCK
-// stream socket, connected (listening false) or listening (true).
-func fileSocket(f *os.File, listening bool) (*socket.Conn, error) {
+// socket of type t, connected (listening false) or listening (true).
+func fileSocket(f *os.File, t sockType, listening bool) (*socket.Conn, error) {
 	if f == nil {
 		return nil, errors.New("nil *os.File")
 	}
@@ -25,9 +26,14 @@ func fileSocket(f *os.File, listening bool) (*socket.Conn, error) {
 	}
 	fd, err := dupRaw(rc)
 	if err != nil {
+		var se *os.SyscallError
+		if !errors.As(err, &se) {
+			// The file's own error: it is closed ("use of closed file").
+			return nil, &explained{os.NewSyscallError("fcntl", unix.EBADF), "the *os.File is closed", os.ErrClosed}
+		}
 		return nil, err
 	}
-	if err := checkSocket(fd, listening); err != nil {
+	if err := checkSocket(fd, t, listening); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
@@ -44,7 +50,7 @@ func fileSocket(f *os.File, listening bool) (*socket.Conn, error) {
 }
 
 // checkSocket says what fd is, if it is not the socket wanted.
-func checkSocket(fd int, listening bool) error {
+func checkSocket(fd int, t sockType, listening bool) error {
 	domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
 	if err != nil {
 		return os.NewSyscallError("getsockopt", err) // ENOTSOCK for a file that is not a socket
@@ -56,8 +62,8 @@ func checkSocket(fd int, listening bool) error {
 	if err != nil {
 		return os.NewSyscallError("getsockopt", err)
 	}
-	if typ != unix.SOCK_STREAM {
-		return &explained{os.NewSyscallError("getsockopt", unix.EPROTOTYPE), fmt.Sprintf("not a stream socket (socket type %d)", typ), nil}
+	if typ != t.unix() {
+		return &explained{os.NewSyscallError("getsockopt", unix.EPROTOTYPE), fmt.Sprintf("not a %s socket (socket type %d%s)", t.kind(), typ, typeHint(typ, t, listening)), nil}
 	}
 	acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
 	if err != nil {
@@ -77,31 +83,63 @@ func checkSocket(fd int, listening bool) error {
 	return nil
 }
 
-func fileConn(f *os.File) (*Conn, error) {
-	c, err := fileSocket(f, false)
+// typeHint names the adopting function for a vsock socket of the other
+// type.
+func typeHint(typ int, want sockType, listening bool) string {
+	var fn string
+	switch {
+	case typ == unix.SOCK_SEQPACKET && want == typeStream:
+		fn = "FileSeqpacketConn"
+	case typ == unix.SOCK_STREAM && want == typeSeqpacket:
+		fn = "FileConn"
+	default:
+		return ""
+	}
+	if listening {
+		fn = strings.Replace(fn, "Conn", "Listener", 1)
+	}
+	return "; use " + fn
+}
+
+// kind names the type in messages.
+func (t sockType) kind() string {
+	if t == typeSeqpacket {
+		return "SOCK_SEQPACKET"
+	}
+	return "stream"
+}
+
+func fileConn(f *os.File, t sockType) (*Conn, error) {
+	c, err := fileSocket(f, t, false)
 	if err != nil {
-		return nil, &net.OpError{Op: "file", Net: Network, Err: err}
+		return nil, &net.OpError{Op: "file", Net: t.network(), Err: err}
 	}
 	lsa, lerr := c.Getsockname()
 	rsa, rerr := c.Getpeername()
 	if err := errors.Join(lerr, rerr); err != nil {
 		c.Close()
-		return nil, &net.OpError{Op: "file", Net: Network, Err: err}
+		return nil, &net.OpError{Op: "file", Net: t.network(), Err: err}
 	}
-	return &Conn{c: c, local: vmAddr(lsa), remote: vmAddr(rsa)}, nil
+	if t == typeSeqpacket {
+		if err := seqpacketBlocking(c); err != nil {
+			c.Close()
+			return nil, &net.OpError{Op: "file", Net: t.network(), Err: err}
+		}
+	}
+	return &Conn{c: c, typ: t, local: vmAddr(lsa), remote: vmAddr(rsa)}, nil
 }
 
-func fileListener(f *os.File) (*Listener, error) {
-	c, err := fileSocket(f, true)
+func fileListener(f *os.File, t sockType) (*Listener, error) {
+	c, err := fileSocket(f, t, true)
 	if err != nil {
-		return nil, &net.OpError{Op: "file", Net: Network, Err: err}
+		return nil, &net.OpError{Op: "file", Net: t.network(), Err: err}
 	}
 	lsa, err := c.Getsockname()
 	if err != nil {
 		c.Close()
-		return nil, &net.OpError{Op: "file", Net: Network, Err: err}
+		return nil, &net.OpError{Op: "file", Net: t.network(), Err: err}
 	}
-	return &Listener{c: c, addr: vmAddr(lsa)}, nil
+	return &Listener{c: c, typ: t, addr: vmAddr(lsa)}, nil
 }
 
 // socketFile returns a duplicate of c's descriptor as an *os.File.

@@ -77,6 +77,12 @@ var (
 	// user.max_net_namespaces, or AppArmor's
 	// kernel.apparmor_restrict_unprivileged_userns).
 	ErrUserNamespacesDisabled = errors.New("user namespaces are not available to this process")
+
+	// ErrMessageCut means a write on a SOCK_SEQPACKET connection ended
+	// (at its deadline, or interrupted) before its whole message was
+	// sent: the peer may have received the start of it, and the
+	// connection takes no more writes. See Conn.WriteMsg.
+	ErrMessageCut = errors.New("a SOCK_SEQPACKET write ended part-way, the peer may have the start of its message; the connection takes no more writes")
 )
 
 type notSupported struct{}

@@ -33,6 +33,10 @@ func (*Conn) SetReadDeadline(time.Time) error       { return errPlatform }
 func (*Conn) SetWriteDeadline(time.Time) error      { return errPlatform }
 func (*Conn) SyscallConn() (syscall.RawConn, error) { return nil, errPlatform }
 func (*Conn) SetBufferSize(uint64) error            { return errPlatform }
+func (*Conn) ReadMsg([]byte) (n, flags int, err error) {
+	return 0, 0, errPlatform
+}
+func (*Conn) WriteMsg([]byte, int) (int, error) { return 0, errPlatform }
 func (*Conn) BufferSize() (size, minSize, maxSize uint64, err error) {
 	return 0, 0, 0, errPlatform
 }
@@ -47,12 +51,12 @@ func (*Listener) Close() error                                 { return errPlatf
 func (*Listener) SetDeadline(time.Time) error                  { return errPlatform }
 func (*Listener) SyscallConn() (syscall.RawConn, error)        { return nil, errPlatform }
 
-func dial(_ context.Context, _ *Dialer, cid, port uint32) (*Conn, error) {
-	return nil, dialError(cid, port, errPlatform)
+func dial(_ context.Context, _ *Dialer, t sockType, cid, port uint32) (*Conn, error) {
+	return nil, dialError(t, cid, port, errPlatform)
 }
 
-func listen(_ context.Context, _ *ListenConfig, cid, port uint32) (*Listener, error) {
-	return nil, &net.OpError{Op: "listen", Net: Network, Addr: &vsock.Addr{ContextID: cid, Port: port}, Err: errPlatform}
+func listen(_ context.Context, _ *ListenConfig, t sockType, cid, port uint32) (*Listener, error) {
+	return nil, &net.OpError{Op: "listen", Net: t.network(), Addr: &vsock.Addr{ContextID: cid, Port: port}, Err: errPlatform}
 }
 
 func readMode(nsRef, string) (Mode, error)             { return 0, errPlatform }
@@ -95,8 +99,8 @@ func openVhost(nsRef) (*Vhost, error) { return nil, errPlatform }
 
 func fileVhost(*os.File) (*Vhost, error) { return nil, errPlatform }
 
-func fileConn(*os.File) (*Conn, error)         { return nil, errPlatform }
-func fileListener(*os.File) (*Listener, error) { return nil, errPlatform }
+func fileConn(*os.File, sockType) (*Conn, error)         { return nil, errPlatform }
+func fileListener(*os.File, sockType) (*Listener, error) { return nil, errPlatform }
 
 // File returns no file outside Linux.
 func (*Conn) File() (*os.File, error) { return nil, errPlatform }

@@ -72,7 +72,7 @@ type Guest struct {
 
 	requests     atomic.Int64 // connection requests received from the host
 	unresponsive atomic.Bool  // Config.Unresponsive, or SetUnresponsive's
-	resets   atomic.Int64 // RST packets sent to the host
+	resets       atomic.Int64 // RST packets sent to the host
 
 	done      chan struct{}
 	wg        sync.WaitGroup
