@@ -80,8 +80,10 @@ func (c *Conn) ReadMsg(b []byte) (n, flags int, err error) {
 // On a stream it writes like Write.
 //
 // A SOCK_SEQPACKET message is sent whole: a write waits until the peer has
-// room for all of it (a message larger than the peer's whole receive
-// buffer fails with EMSGSIZE). A write that ends before that, at its
+// room for all of it. A message larger than the smaller of the two ends'
+// receive buffers (BufferSize; the kernel bounds what it sends by its own
+// buffer as well as by the peer's) fails with EMSGSIZE (ENOMEM on Linux
+// 6.1). A write that ends before that, at its
 // deadline or interrupted, may have sent the start of its message (the
 // kernel sends what fits and cannot take it back), so it also ends writing
 // on the connection: it and every later write fail with ErrMessageCut.
@@ -122,6 +124,26 @@ func (c *Conn) LocalAddr() net.Addr { return c.local }
 
 // RemoteAddr returns the peer's address, a *vsock.Addr.
 func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+
+// RemoteFlags returns the flags of the peer's address as the kernel keeps
+// it (getpeername(2)'s svm_flags), which *vsock.Addr has no field for:
+// VMADDR_FLAG_TO_HOST (unix.VMADDR_FLAG_TO_HOST, 1) on a connection dialed
+// with Dialer.ToHost. The flag does not travel in the packets: on an
+// accepted connection the kernel sets it itself, when it routed the
+// connection through the guest-to-host transport (in a nested guest, for
+// a connection between two CIDs above 2); the test VM has no such
+// transport, so that case is untested.
+func (c *Conn) RemoteFlags() (uint8, error) {
+	sa, err := c.c.Getpeername()
+	if err != nil {
+		return 0, c.opError("getpeername", err)
+	}
+	vm, ok := sa.(*unix.SockaddrVM)
+	if !ok {
+		return 0, c.opError("getpeername", unix.EAFNOSUPPORT)
+	}
+	return vm.Flags, nil
+}
 
 // SetDeadline implements net.Conn.
 func (c *Conn) SetDeadline(t time.Time) error {
@@ -395,6 +417,9 @@ func dial(ctx context.Context, d *Dialer, t sockType, cid, port uint32) (*Conn, 
 		}
 	}
 	sa := &unix.SockaddrVM{CID: cid, Port: port}
+	if d.ToHost {
+		sa.Flags = unix.VMADDR_FLAG_TO_HOST
+	}
 	rsa, err := connect(ctx, c, sa)
 	if err != nil {
 		c.Close()

@@ -57,6 +57,13 @@ type Dialer struct {
 	// free port).
 	LocalAddr *vsock.Addr
 
+	// ToHost sets VMADDR_FLAG_TO_HOST on the address dialed: the
+	// connection goes through the guest-to-host transport (to this
+	// machine's hypervisor) even for a CID above 2, as a nested VM's
+	// sibling is reached through the host that forwards it. Without a
+	// guest-to-host transport the dial fails with ENODEV.
+	ToHost bool
+
 	// BufferSize, if not zero, is the socket's receive buffer
 	// (SO_VM_SOCKETS_BUFFER_SIZE), set before it connects; its maximum is
 	// raised (or minimum lowered) as needed. Zero keeps the kernel's

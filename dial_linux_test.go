@@ -509,3 +509,39 @@ func connectTimeout(t testing.TB, c *vsockns.Conn) time.Duration {
 	require.NoError(t, gerr)
 	return time.Duration(tv.Nano())
 }
+
+// Dialer.ToHost puts VMADDR_FLAG_TO_HOST on the address: getpeername(2)
+// keeps it, and RemoteFlags reads it back. Over vsock_loopback the local
+// transport is chosen before the flag is looked at, so the dial connects;
+// the flag does not travel on the wire, so the accepting side's peer
+// address has none (the kernel sets it there only for a connection it
+// routed through the guest-to-host transport, which the test VM lacks).
+// The vsocktest tests show the flag changing the route to a guest's CID.
+func TestDialToHostFlag(t *testing.T) {
+	needVsock(t)
+	l, err := vsockns.Listen(netns.None(), 0)
+	require.NoError(t, err)
+	defer l.Close()
+	port := l.Addr().(*vsock.Addr).Port
+	for _, toHost := range []bool{false, true} {
+		d := vsockns.Dialer{ToHost: toHost, Timeout: 10 * time.Second}
+		c, err := d.DialVsock(context.Background(), vsock.Local, port)
+		require.NoError(t, err)
+		ac, err := l.Accept()
+		require.NoError(t, err)
+		flags, err := c.RemoteFlags()
+		require.NoError(t, err)
+		if toHost {
+			assert.Equal(t, uint8(unix.VMADDR_FLAG_TO_HOST), flags)
+		} else {
+			assert.Zero(t, flags)
+		}
+		aflags, err := ac.(*vsockns.Conn).RemoteFlags()
+		require.NoError(t, err)
+		assert.Zero(t, aflags, "the accepted side's peer address")
+		c.Close()
+		ac.Close()
+		_, err = c.RemoteFlags()
+		assert.ErrorIs(t, err, net.ErrClosed)
+	}
+}

@@ -107,7 +107,7 @@ func (c *Conn) sendmsg(b []byte, flags int) (int, error) {
 	case errors.Is(serr, unix.ENOMEM):
 		// Linux 6.1 reports every refusal of the transport so, a message
 		// larger than the peer's buffer included (7.x: EMSGSIZE).
-		return 0, &explained{os.NewSyscallError("sendmsg", serr), "the transport refused the message (on Linux 6.1 also the error for a message larger than the peer's receive buffer)", nil}
+		return 0, &explained{os.NewSyscallError("sendmsg", serr), "the transport refused the message (Linux 6.1's error, too, for a message larger than either end's receive buffer)", nil}
 	default:
 		return 0, os.NewSyscallError("sendmsg", serr)
 	}

@@ -379,3 +379,50 @@ func TestSeqpacketWriteDeadlineAndClose(t *testing.T) {
 		t.Fatal("Close did not end a write waiting for room")
 	}
 }
+
+// The largest SOCK_SEQPACKET message is the smaller of the two ends'
+// receive buffers: the kernel bounds what a socket sends by its own buffer
+// as well as by the peer's. With the listener's buffer at 1 MiB (accepted
+// connections inherit it), a 512 KiB message fails from a dialer at the
+// default 256 KiB and passes from one at 1 MiB.
+func TestSeqpacketMessageSizeBound(t *testing.T) {
+	testenv.NeedVsock(t)
+	lc := vsockns.ListenConfig{BufferSize: 1 << 20}
+	l, err := lc.ListenSeqpacket(context.Background(), vsock.Local, 0)
+	require.NoError(t, err)
+	defer l.Close()
+	big := bytes.Repeat([]byte{'x'}, 512<<10)
+	for _, dialerBuffer := range []uint64{0, 1 << 20} {
+		acc := make(chan *vsockns.Conn, 1)
+		go func() {
+			c, err := l.AcceptContext(t.Context())
+			if err == nil {
+				acc <- c
+			}
+			close(acc)
+		}()
+		d := vsockns.Dialer{BufferSize: dialerBuffer}
+		c, err := d.DialSeqpacket(context.Background(), vsock.Local, l.Addr().(*vsock.Addr).Port)
+		require.NoError(t, err)
+		ac := <-acc
+		require.NotNil(t, ac)
+		size, _, _, err := ac.BufferSize()
+		require.NoError(t, err)
+		assert.Equal(t, uint64(1<<20), size, "inherited from the listener")
+		_, err = c.Write(big)
+		t.Logf("dialer buffer %d: %v", dialerBuffer, err)
+		if dialerBuffer == 0 {
+			if testenv.NamespacesExpected(t) {
+				assert.ErrorIs(t, err, syscall.EMSGSIZE)
+			} else {
+				assert.ErrorIs(t, err, syscall.ENOMEM, "Linux 6.1 reports it so")
+			}
+		} else {
+			require.NoError(t, err)
+			got, _ := readMsg(t, ac, 1<<20)
+			assert.Equal(t, len(big), len(got))
+		}
+		c.Close()
+		ac.Close()
+	}
+}

@@ -37,6 +37,7 @@ func (*Conn) ReadMsg([]byte) (n, flags int, err error) {
 	return 0, 0, errPlatform
 }
 func (*Conn) WriteMsg([]byte, int) (int, error) { return 0, errPlatform }
+func (*Conn) RemoteFlags() (uint8, error)       { return 0, errPlatform }
 func (*Conn) BufferSize() (size, minSize, maxSize uint64, err error) {
 	return 0, 0, 0, errPlatform
 }

@@ -25,17 +25,21 @@ const (
 	stateEstablished
 )
 
-// A Conn is the guest's end of a vsock stream connection.
+// A Conn is the guest's end of a vsock connection: a stream, or a
+// SOCK_SEQPACKET connection whose Read and Write move one message each.
 type Conn struct {
 	g             *Guest
 	key           connKey
+	typ           uint16 // typeStream or typeSeqpacket
 	local, remote *vsock.Addr
 
 	writeMu sync.Mutex // one Write at a time: their chunks never interleave
 
 	mu           sync.Mutex
 	state        connState
-	rx           bytes.Buffer
+	rx           bytes.Buffer // stream
+	msgs         []message    // SOCK_SEQPACKET: whole messages received
+	partial      []byte       // ... and the start of the next
 	fwdCnt       uint32 // bytes the application has read
 	lastFwdSent  uint32 // fwdCnt last advertised to the host
 	txCnt        uint32 // bytes sent
@@ -51,12 +55,27 @@ type Conn struct {
 	readDL, writeDL *deadline
 }
 
+// message is a SOCK_SEQPACKET message received.
+type message struct {
+	data []byte
+	eor  bool // sent with MSG_EOR
+}
+
 var _ net.Conn = (*Conn)(nil)
 
-func newConn(g *Guest, key connKey, st connState) *Conn {
+// network is the network name of a socket type, in errors.
+func network(typ uint16) string {
+	if typ == typeSeqpacket {
+		return "vsockpacket"
+	}
+	return "vsock"
+}
+
+func newConn(g *Guest, key connKey, st connState, typ uint16) *Conn {
 	return &Conn{
 		g:       g,
 		key:     key,
+		typ:     typ,
 		local:   &vsock.Addr{ContextID: g.cfg.CID, Port: key.localPort},
 		remote:  &vsock.Addr{ContextID: hostCID, Port: key.peerPort},
 		state:   st,
@@ -83,7 +102,7 @@ func (c *Conn) control(op uint16, flags uint32) packet {
 func (c *Conn) packetLocked(op uint16, flags uint32, payload []byte) packet {
 	c.lastFwdSent = c.fwdCnt
 	return packet{h: header{
-		srcPort: c.key.localPort, dstPort: c.key.peerPort,
+		srcPort: c.key.localPort, dstPort: c.key.peerPort, typ: c.typ,
 		op: op, flags: flags, bufAlloc: bufAlloc, fwdCnt: c.fwdCnt,
 	}, payload: payload}
 }
@@ -100,8 +119,16 @@ func (c *Conn) receive(h header, payload []byte) {
 			c.state = stateEstablished
 		}
 	case opRW:
-		if c.err == nil && !c.closed {
-			c.rx.Write(payload) // copies: the RX buffer is reused
+		switch {
+		case c.err != nil || c.closed:
+		case c.typ == typeSeqpacket:
+			c.partial = append(c.partial, payload...) // copies: the RX buffer is reused
+			if h.flags&seqEOM != 0 {
+				c.msgs = append(c.msgs, message{c.partial, h.flags&seqEOR != 0})
+				c.partial = nil
+			}
+		default:
+			c.rx.Write(payload) // copies
 		}
 	case opCreditRequest:
 		p := c.packetLocked(opCreditUpdate, 0, nil)
@@ -174,28 +201,52 @@ func (c *Conn) waitConnected(ctx context.Context) error {
 }
 
 func (c *Conn) opError(op string, err error) error {
-	return &net.OpError{Op: op, Net: "vsock", Source: c.local, Addr: c.remote, Err: err}
+	return &net.OpError{Op: op, Net: network(c.typ), Source: c.local, Addr: c.remote, Err: err}
 }
 
-// Read reads what the host sent. It returns io.EOF once the host has shut
-// down its sending side and everything it sent has been read.
+// Read reads what the host sent: on a SOCK_SEQPACKET connection one
+// message, of which what does not fit in b is dropped (ReadMsg says so).
+// It returns io.EOF once the host has shut down its sending side and
+// everything it sent has been read.
 func (c *Conn) Read(b []byte) (int, error) {
+	n, _, err := c.ReadMsg(b)
+	return n, err
+}
+
+// ReadMsg is Read that also returns flags as vsockns.Conn.ReadMsg does:
+// syscall.MSG_TRUNC for a message longer than b, syscall.MSG_EOR for one
+// that ended a record. On a stream the flags are zero.
+func (c *Conn) ReadMsg(b []byte) (n, flags int, err error) {
 	for {
 		c.mu.Lock()
 		switch {
 		case c.closed:
 			c.mu.Unlock()
-			return 0, c.opError("read", net.ErrClosed)
+			return 0, 0, c.opError("read", net.ErrClosed)
 		case c.readDL.expired():
 			c.mu.Unlock()
-			return 0, c.opError("read", os.ErrDeadlineExceeded)
-		case c.rx.Len() > 0:
-			n, _ := c.rx.Read(b)
-			c.fwdCnt += uint32(n)
+			return 0, 0, c.opError("read", os.ErrDeadlineExceeded)
+		case len(b) > 0 && (c.rx.Len() > 0 || len(c.msgs) > 0):
+			var used int
+			if c.typ == typeSeqpacket {
+				m := c.msgs[0]
+				c.msgs = c.msgs[1:]
+				n, used = copy(b, m.data), len(m.data)
+				if n < len(m.data) {
+					flags |= syscall.MSG_TRUNC
+				}
+				if m.eor {
+					flags |= syscall.MSG_EOR
+				}
+			} else {
+				n, _ = c.rx.Read(b)
+				used = n
+			}
+			c.fwdCnt += uint32(used)
 			var update *packet
 			// Tell the host about the space it may use again, before it
 			// runs out of credit.
-			if c.fwdCnt-c.lastFwdSent >= bufAlloc/4 || c.rx.Len() == 0 && c.fwdCnt != c.lastFwdSent {
+			if c.fwdCnt-c.lastFwdSent >= bufAlloc/4 || c.rx.Len() == 0 && len(c.msgs) == 0 && c.fwdCnt != c.lastFwdSent {
 				p := c.packetLocked(opCreditUpdate, 0, nil)
 				update = &p
 			}
@@ -203,17 +254,17 @@ func (c *Conn) Read(b []byte) (int, error) {
 			if update != nil {
 				c.g.send(*update)
 			}
-			return n, nil
+			return n, flags, nil
 		case len(b) == 0:
 			c.mu.Unlock()
-			return 0, nil
+			return 0, 0, nil
 		case c.err != nil:
 			err := c.err
 			c.mu.Unlock()
-			return 0, c.opError("read", os.NewSyscallError("read", err))
+			return 0, 0, c.opError("read", os.NewSyscallError("read", err))
 		case c.peerNoSend:
 			c.mu.Unlock()
-			return 0, io.EOF
+			return 0, 0, io.EOF
 		}
 		ch, dl := c.changed, c.readDL.done()
 		c.mu.Unlock()
@@ -225,11 +276,36 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 // Write sends b to the host, as fast as the host's advertised credit
-// allows. Concurrent Writes are serialised, as package net's are: the bytes
-// of one never interleave with another's.
+// allows; on a SOCK_SEQPACKET connection as one message, ended with
+// MSG_EOR. Concurrent Writes are serialised, as package net's are: the
+// bytes of one never interleave with another's.
 func (c *Conn) Write(b []byte) (int, error) {
+	return c.WriteMsg(b, syscall.MSG_EOR)
+}
+
+// WriteMsg is Write with flags, as vsockns.Conn.WriteMsg: 0 or
+// syscall.MSG_EOR (which a SOCK_SEQPACKET peer's ReadMsg reports). A
+// SOCK_SEQPACKET message larger than the host's receive buffer or the
+// guest's own fails with EMSGSIZE, as in the kernel.
+func (c *Conn) WriteMsg(b []byte, flags int) (int, error) {
+	if flags&^syscall.MSG_EOR != 0 {
+		return 0, c.opError("write", os.NewSyscallError("sendmsg", syscall.EINVAL))
+	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
+	var last uint32 // the flags of a message's last packet
+	if c.typ == typeSeqpacket {
+		c.mu.Lock()
+		tooBig := uint64(len(b)) > uint64(min(c.peerBufAlloc, bufAlloc))
+		c.mu.Unlock()
+		if tooBig {
+			return 0, c.opError("write", os.NewSyscallError("sendmsg", syscall.EMSGSIZE))
+		}
+		last = seqEOM
+		if flags&syscall.MSG_EOR != 0 {
+			last |= seqEOR
+		}
+	}
 	n := 0
 	for {
 		c.mu.Lock()
@@ -257,7 +333,11 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if inFlight := c.txCnt - c.peerFwdCnt; inFlight < c.peerBufAlloc {
 			credit := c.peerBufAlloc - inFlight
 			chunk := int(min(credit, uint32(maxPayload), uint32(len(b)-n)))
-			p := c.packetLocked(opRW, 0, append([]byte(nil), b[n:n+chunk]...))
+			var f uint32
+			if n+chunk == len(b) {
+				f = last
+			}
+			p := c.packetLocked(opRW, f, append([]byte(nil), b[n:n+chunk]...))
 			c.txCnt += uint32(chunk)
 			c.mu.Unlock()
 			c.g.send(p)

@@ -114,7 +114,7 @@ func eventfd() (*os.File, error) {
 
 // setupDevice opens the device in the namespace and configures it as a
 // virtio driver would, up to (not including) SET_RUNNING.
-func setupDevice(v *vsockns.Vhost, cid uint32) (_ *device, err error) {
+func setupDevice(v *vsockns.Vhost, cid uint32, seqpacket bool) (_ *device, err error) {
 	d := &device{vhost: v}
 	defer func() {
 		if err != nil {
@@ -131,7 +131,14 @@ func setupDevice(v *vsockns.Vhost, cid uint32) (_ *device, err error) {
 	if features&vsockns.FeatureVersion1 == 0 {
 		return nil, fmt.Errorf("vsocktest: device does not offer VIRTIO_F_VERSION_1 (features %#x)", features)
 	}
-	if err := v.SetFeatures(vsockns.FeatureVersion1); err != nil {
+	want := vsockns.FeatureVersion1
+	if seqpacket {
+		if features&vsockns.FeatureSeqpacket == 0 {
+			return nil, fmt.Errorf("vsocktest: device does not offer VIRTIO_VSOCK_F_SEQPACKET (features %#x)", features)
+		}
+		want |= vsockns.FeatureSeqpacket
+	}
+	if err := v.SetFeatures(want); err != nil {
 		return nil, err
 	}
 

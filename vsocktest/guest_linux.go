@@ -42,6 +42,12 @@ type Config struct {
 	// CID is the guest's context ID (3 or more).
 	CID uint32
 
+	// Seqpacket negotiates VIRTIO_VSOCK_F_SEQPACKET with the device, so
+	// that SOCK_SEQPACKET connections reach the guest (ListenSeqpacket,
+	// DialSeqpacket). Without it the host's kernel refuses them
+	// (ESOCKTNOSUPPORT), as for a guest whose driver lacks the feature.
+	Seqpacket bool
+
 	// Unresponsive makes the guest ignore connection requests from the
 	// host entirely (no answer, no reset), like a guest that hangs: host
 	// connects then end by the kernel's connect timeout or the caller's
@@ -109,7 +115,7 @@ func NewGuest(cfg Config) (*Guest, error) {
 	if err != nil {
 		return nil, err
 	}
-	dev, err := setupDevice(v, cfg.CID)
+	dev, err := setupDevice(v, cfg.CID, cfg.Seqpacket)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +292,10 @@ func (g *Guest) wake() {
 
 // send queues a packet for the host.
 func (g *Guest) send(p packet) {
-	p.h.srcCID, p.h.dstCID, p.h.typ = uint64(g.cfg.CID), hostCID, typeStream
+	p.h.srcCID, p.h.dstCID = uint64(g.cfg.CID), hostCID
+	if p.h.typ == 0 {
+		p.h.typ = typeStream
+	}
 	if p.h.op == opRST {
 		g.resets.Add(1)
 	}
@@ -298,12 +307,12 @@ func (g *Guest) send(p packet) {
 
 // reset answers a packet with RST.
 func (g *Guest) reset(h header) {
-	g.send(packet{h: header{srcPort: h.dstPort, dstPort: h.srcPort, op: opRST}})
+	g.send(packet{h: header{srcPort: h.dstPort, dstPort: h.srcPort, op: opRST, typ: h.typ}})
 }
 
 // handle processes one packet from the host (on the RX goroutine).
 func (g *Guest) handle(h header, payload []byte) {
-	if h.typ != typeStream || h.dstCID != uint64(g.cfg.CID) {
+	if h.typ != typeStream && (h.typ != typeSeqpacket || !g.cfg.Seqpacket) || h.dstCID != uint64(g.cfg.CID) {
 		return
 	}
 	key := connKey{localPort: h.dstPort, peerPort: h.srcPort}
@@ -316,7 +325,7 @@ func (g *Guest) handle(h header, payload []byte) {
 			return
 		}
 		l := g.listeners[h.dstPort]
-		if c != nil || l == nil || g.closed {
+		if c != nil || l == nil || l.typ != h.typ || g.closed {
 			g.mu.Unlock()
 			g.reset(h)
 			return
@@ -326,7 +335,7 @@ func (g *Guest) handle(h header, payload []byte) {
 			g.reset(h)
 			return
 		}
-		c = newConn(g, key, stateEstablished)
+		c = newConn(g, key, stateEstablished, h.typ)
 		c.peerBufAlloc, c.peerFwdCnt = h.bufAlloc, h.fwdCnt
 		g.conns[key] = c
 		// RESPONSE is queued before Accept can return c: anything the
@@ -357,7 +366,23 @@ func (g *Guest) forget(key connKey) {
 
 // Listen makes the guest accept host connections to port; port 0 picks a
 // free one (Addr tells which), as vsockns.Listen does.
-func (g *Guest) Listen(port uint32) (*Listener, error) {
+func (g *Guest) Listen(port uint32) (*Listener, error) { return g.listen(port, typeStream) }
+
+// ListenSeqpacket is Listen for SOCK_SEQPACKET connections (Config.Seqpacket
+// must be set). Streams and SOCK_SEQPACKET share the port space, as in the
+// kernel.
+func (g *Guest) ListenSeqpacket(port uint32) (*Listener, error) {
+	if !g.cfg.Seqpacket {
+		return nil, &net.OpError{Op: "listen", Net: "vsockpacket", Addr: &vsock.Addr{ContextID: g.cfg.CID, Port: port}, Err: errNoSeqpacket}
+	}
+	return g.listen(port, typeSeqpacket)
+}
+
+// errNoSeqpacket is the error of SOCK_SEQPACKET calls on a guest without
+// Config.Seqpacket.
+var errNoSeqpacket = fmt.Errorf("vsocktest: %w: the guest was made without Config.Seqpacket", syscall.ESOCKTNOSUPPORT)
+
+func (g *Guest) listen(port uint32, typ uint16) (*Listener, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if port == 0 {
@@ -365,12 +390,12 @@ func (g *Guest) Listen(port uint32) (*Listener, error) {
 	}
 	addr := &vsock.Addr{ContextID: g.cfg.CID, Port: port}
 	if g.closed {
-		return nil, &net.OpError{Op: "listen", Net: "vsock", Addr: addr, Err: net.ErrClosed}
+		return nil, &net.OpError{Op: "listen", Net: network(typ), Addr: addr, Err: net.ErrClosed}
 	}
 	if _, taken := g.listeners[port]; taken {
-		return nil, &net.OpError{Op: "listen", Net: "vsock", Addr: addr, Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}
+		return nil, &net.OpError{Op: "listen", Net: network(typ), Addr: addr, Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}
 	}
-	l := &Listener{g: g, addr: addr, queue: make(chan *Conn, 64), done: make(chan struct{})}
+	l := &Listener{g: g, typ: typ, addr: addr, queue: make(chan *Conn, 64), done: make(chan struct{})}
 	g.listeners[port] = l
 	return l, nil
 }
@@ -394,8 +419,21 @@ func (g *Guest) freePortLocked() uint32 {
 // namespaces' modes keep apart) fails with ECONNRESET. A nil ctx is an
 // error, as in package vsockns.
 func (g *Guest) Dial(ctx context.Context, port uint32) (*Conn, error) {
+	return g.dial(ctx, port, typeStream)
+}
+
+// DialSeqpacket is Dial for a SOCK_SEQPACKET connection (Config.Seqpacket
+// must be set).
+func (g *Guest) DialSeqpacket(ctx context.Context, port uint32) (*Conn, error) {
+	if !g.cfg.Seqpacket {
+		return nil, &net.OpError{Op: "dial", Net: "vsockpacket", Addr: &vsock.Addr{ContextID: hostCID, Port: port}, Err: errNoSeqpacket}
+	}
+	return g.dial(ctx, port, typeSeqpacket)
+}
+
+func (g *Guest) dial(ctx context.Context, port uint32, typ uint16) (*Conn, error) {
 	remote := &vsock.Addr{ContextID: hostCID, Port: port}
-	opErr := func(err error) error { return &net.OpError{Op: "dial", Net: "vsock", Addr: remote, Err: err} }
+	opErr := func(err error) error { return &net.OpError{Op: "dial", Net: network(typ), Addr: remote, Err: err} }
 	if ctx == nil {
 		return nil, opErr(errors.New("nil context"))
 	}
@@ -415,7 +453,7 @@ func (g *Guest) Dial(ctx context.Context, port uint32) (*Conn, error) {
 			break
 		}
 	}
-	c := newConn(g, key, stateConnecting)
+	c := newConn(g, key, stateConnecting, typ)
 	g.conns[key] = c
 	g.mu.Unlock()
 
@@ -431,6 +469,7 @@ func (g *Guest) Dial(ctx context.Context, port uint32) (*Conn, error) {
 // A Listener accepts host connections on one guest port.
 type Listener struct {
 	g         *Guest
+	typ       uint16
 	addr      *vsock.Addr
 	queue     chan *Conn
 	done      chan struct{}
@@ -445,7 +484,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 	case c := <-l.queue:
 		return c, nil
 	case <-l.done:
-		return nil, &net.OpError{Op: "accept", Net: "vsock", Addr: l.addr, Err: net.ErrClosed}
+		return nil, &net.OpError{Op: "accept", Net: network(l.typ), Addr: l.addr, Err: net.ErrClosed}
 	}
 }
 

@@ -656,3 +656,20 @@ func hostGuestPair(t *testing.T) (*vsockns.Conn, net.Conn) {
 	t.Cleanup(func() { gc.Close() })
 	return c, gc
 }
+
+// VMADDR_FLAG_TO_HOST reaches the kernel: a dial to a guest's CID with
+// Dialer.ToHost goes to the guest-to-host transport instead of the guest's
+// vhost device, and the test VM has none (ENODEV); without it the dial
+// reaches the guest.
+func TestDialToHostRoutesAwayFromGuest(t *testing.T) {
+	testenv.NamespacesExpected(t)
+	g := newGuest(t, netns.None(), false)
+	guestEcho(t, g, 1024)
+	c, err := vsockns.Dial(netns.None(), g.CID(), 1024)
+	require.NoError(t, err)
+	c.Close()
+	d := vsockns.Dialer{ToHost: true, Timeout: 10 * time.Second}
+	_, err = d.DialVsock(context.Background(), g.CID(), 1024)
+	t.Logf("with VMADDR_FLAG_TO_HOST: %v", err)
+	assert.ErrorIs(t, err, syscall.ENODEV)
+}

@@ -13,7 +13,17 @@ type header struct {
 	bufAlloc, fwdCnt uint32
 }
 
-const typeStream = 1 // VIRTIO_VSOCK_TYPE_STREAM
+// Socket types.
+const (
+	typeStream    = 1 // VIRTIO_VSOCK_TYPE_STREAM
+	typeSeqpacket = 2 // VIRTIO_VSOCK_TYPE_SEQPACKET
+)
+
+// Flags of a SOCK_SEQPACKET RW packet (VIRTIO_VSOCK_SEQ_EOM, _EOR).
+const (
+	seqEOM = 1 // the last packet of a message
+	seqEOR = 2 // ... which ends a record (MSG_EOR)
+)
 
 // Operations.
 const (
