@@ -442,3 +442,66 @@ func TestCLIInterruptWhilePiping(t *testing.T) {
 		})
 	}
 }
+
+// --seqpacket: each line the dialer reads is one message, and each message
+// the listener receives is a line; --buffer-size sets the receive buffer
+// (a 512 KiB message fits the listener's 1M, not the default 256K).
+func TestCLISeqpacket(t *testing.T) {
+	cliPath(t)
+	testenv.NeedVsock(t)
+	l, err := vsockns.ListenSeqpacket(netns.None(), 0)
+	require.NoError(t, err)
+	defer l.Close()
+	got := make(chan []string, 1)
+	go func() {
+		c, err := l.AcceptContext(t.Context())
+		if err != nil {
+			got <- []string{err.Error()}
+			return
+		}
+		defer c.Close()
+		var msgs []string
+		b := make([]byte, 1024)
+		for {
+			n, _, err := c.ReadMsg(b)
+			if err != nil {
+				break
+			}
+			msgs = append(msgs, string(b[:n]))
+		}
+		c.Write([]byte("reply one"))
+		c.Write([]byte("reply two"))
+		got <- msgs
+	}()
+	r := runCLI(t, "one\ntwo\nthree\n", "dial", "--seqpacket", "1", strconv.FormatUint(uint64(l.Addr().(*vsock.Addr).Port), 10))
+	require.Equal(t, 0, r.code, "%+v", r)
+	assert.Equal(t, []string{"one", "two", "three"}, <-got, "a message per line, without the newline")
+	assert.Equal(t, "reply one\nreply two\n", r.stdout, "a line per message")
+
+	// A message is bounded by both ends' receive buffers: a 512 KiB one
+	// needs the listener's --buffer-size (and the dialer's own).
+	big := strings.Repeat("x", 512<<10)
+	d := vsockns.Dialer{BufferSize: 1 << 20}
+	startListener(t, "", "--seqpacket", "7301")
+	c, err := d.DialSeqpacket(t.Context(), vsock.Local, 7301)
+	require.NoError(t, err)
+	_, err = c.Write([]byte(big))
+	assert.Error(t, err, "the listener's default 256K buffer")
+	c.Close()
+
+	listener, out := startListener(t, "", "--seqpacket", "--buffer-size", "1M", "7300")
+	c, err = d.DialSeqpacket(t.Context(), vsock.Local, 7300)
+	require.NoError(t, err)
+	_, err = c.Write([]byte(big))
+	require.NoError(t, err, "the listener's receive buffer is 1M")
+	_, err = c.Write([]byte("end"))
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	out.waitFor(t, "end\n")
+	assert.Equal(t, big+"\nend\n", out.String())
+	require.NoError(t, listener.Wait())
+
+	r = runCLI(t, "", "dial", "--buffer-size", "lots", "1", "1")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "buffer-size")
+}
