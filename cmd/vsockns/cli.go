@@ -695,7 +695,7 @@ func (sf socketFlags) receive(out io.Writer, conn *vsockns.Conn) error {
 			return err
 		}
 		line := append(buf[:n:n], '\n')
-		if flags&syscall.MSG_TRUNC != 0 {
+		if truncated(flags) {
 			line = append(buf[:n:n], " [message cut]\n"...)
 		}
 		if _, err := out.Write(line); err != nil {

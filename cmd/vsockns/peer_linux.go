@@ -24,3 +24,6 @@ func peerReceives(conn *vsockns.Conn) bool {
 	}
 	return ok
 }
+
+// truncated reports whether ReadMsg's flags say the message was cut.
+func truncated(flags int) bool { return flags&unix.MSG_TRUNC != 0 }
