@@ -715,3 +715,109 @@ func closeAccepted(l net.Listener, n int) {
 		}()
 	}
 }
+
+// BenchmarkRoundTrip: a 64-byte request and its 64-byte reply on one
+// connection, over vsock_loopback: the floor (mdlayher/vsock streams in the
+// init namespace), vsockns streams, and vsockns SOCK_SEQPACKET (each write a
+// blocking sendmsg on a locked thread, see seqpacket_linux.go), both in a
+// global namespace where there is one (SOCK_SEQPACKET has no loopback in a
+// local one).
+func BenchmarkRoundTrip(b *testing.B) {
+	floor, others := benchTargets(b)
+	ns := floor.ns
+	if len(others) > 0 {
+		ns = others[0].ns // global (or, before 7.0, another plain namespace)
+	}
+	const size = 64
+	echo := func(c net.Conn, seqpacket bool) {
+		defer c.Close()
+		buf := make([]byte, size)
+		for {
+			var err error
+			if seqpacket {
+				_, err = c.Read(buf)
+			} else {
+				_, err = io.ReadFull(c, buf)
+			}
+			if err != nil {
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}
+	run := func(b *testing.B, l net.Listener, dial func() (net.Conn, error), seqpacket bool) {
+		defer l.Close()
+		go func() {
+			c, err := l.Accept()
+			if err == nil {
+				echo(c, seqpacket)
+			}
+		}()
+		c, err := dial()
+		require.NoError(b, err)
+		defer c.Close()
+		req, rep := make([]byte, size), make([]byte, size)
+		for b.Loop() {
+			if _, err := c.Write(req); err != nil {
+				b.Fatal(err)
+			}
+			if seqpacket {
+				_, err = c.Read(rep)
+			} else {
+				_, err = io.ReadFull(c, rep)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("floor", func(b *testing.B) {
+		l, err := vsock.ListenContextID(vsock.Local, 0, nil)
+		require.NoError(b, err)
+		run(b, l, func() (net.Conn, error) { return vsock.Dial(vsock.Local, l.Addr().(*vsock.Addr).Port, nil) }, false)
+	})
+	b.Run("vsockns-stream", func(b *testing.B) {
+		l, err := vsockns.ListenContextID(ns, vsock.Local, 0)
+		require.NoError(b, err)
+		run(b, l, func() (net.Conn, error) { return vsockns.Dial(ns, vsock.Local, l.Addr().(*vsock.Addr).Port) }, false)
+	})
+	b.Run("vsockns-seqpacket", func(b *testing.B) {
+		lc := vsockns.ListenConfig{Namespace: ns}
+		l, err := lc.ListenSeqpacket(context.Background(), vsock.Local, 0)
+		require.NoError(b, err)
+		run(b, l, func() (net.Conn, error) { return vsockns.DialSeqpacket(ns, vsock.Local, l.Addr().(*vsock.Addr).Port) }, true)
+	})
+	// A reference, not a way to write: the same connection written with a
+	// plain write(2) on the calling goroutine's thread (no locked thread,
+	// no signal mask), which a signal could cut mid-message.
+	b.Run("seqpacket-plain-write", func(b *testing.B) {
+		lc := vsockns.ListenConfig{Namespace: ns}
+		l, err := lc.ListenSeqpacket(context.Background(), vsock.Local, 0)
+		require.NoError(b, err)
+		run(b, l, func() (net.Conn, error) {
+			c, err := vsockns.DialSeqpacket(ns, vsock.Local, l.Addr().(*vsock.Addr).Port)
+			if err != nil {
+				return nil, err
+			}
+			return plainWriter{c}, nil
+		}, true)
+	})
+}
+
+// plainWriter writes with write(2) through the raw connection.
+type plainWriter struct{ *vsockns.Conn }
+
+func (w plainWriter) Write(p []byte) (int, error) {
+	rc, err := w.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var werr error
+	if err := rc.Write(func(fd uintptr) bool { n, werr = unix.Write(int(fd), p); return true }); err != nil {
+		return 0, err
+	}
+	return n, werr
+}

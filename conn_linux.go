@@ -33,6 +33,7 @@ type Conn struct {
 	// in Unix nanoseconds (0: none), and the error that ended writing
 	// after a message may have been cut.
 	writeDeadline atomic.Int64
+	sndTimeoutSet atomic.Bool // SO_SNDTIMEO is noTimeout
 	cut           atomic.Pointer[error]
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 
 	"github.com/mdlayher/vsock"
 	"github.com/vishvananda/netns"
@@ -181,4 +182,42 @@ func ExampleOpenNamespace() {
 	// Output:
 	// hello from inside (a local namespace)
 	// true
+}
+
+// SOCK_SEQPACKET keeps message boundaries: two writes are two reads, and a
+// reader whose buffer is too small learns it from ReadMsg's MSG_TRUNC. Over
+// vsock_loopback it works between global namespaces (here the init
+// namespace), not inside a local one.
+func ExampleDialSeqpacket() {
+	l, err := vsockns.ListenSeqpacket(netns.None(), 1025)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte("first message"))
+		c.Write([]byte("second, longer message"))
+	}()
+
+	c, err := vsockns.DialSeqpacket(netns.None(), vsock.Local, 1025)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 16)
+	for range 2 {
+		n, flags, err := c.ReadMsg(buf)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%q truncated=%t\n", buf[:n], flags&syscall.MSG_TRUNC != 0)
+	}
+	// Output:
+	// "first message" truncated=false
+	// "second, longer m" truncated=true
 }

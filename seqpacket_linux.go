@@ -85,10 +85,15 @@ func (c *Conn) sendmsg(b []byte, flags int) (int, error) {
 				return true
 			}
 		}
-		tv := unix.NsecToTimeval(timeout.Nanoseconds())
-		if err := unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
-			serr = os.NewSyscallError("setsockopt", err)
-			return true
+		// Without a deadline the timeout is the same every time: set it
+		// once, not before each message.
+		if timeout != noTimeout || !c.sndTimeoutSet.Load() {
+			tv := unix.NsecToTimeval(timeout.Nanoseconds())
+			if err := unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+				serr = os.NewSyscallError("setsockopt", err)
+				return true
+			}
+			c.sndTimeoutSet.Store(timeout == noTimeout)
 		}
 		n, serr = sendBlocking(int(fd), b, flags)
 		return true
@@ -129,17 +134,22 @@ func (e *messageCut) Timeout() bool   { return errors.Is(e.err, os.ErrDeadlineEx
 func sendBlocking(fd int, b []byte, flags int) (int, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	all := unix.Sigset_t{}
-	for i := range all.Val {
-		all.Val[i] = ^all.Val[i]
-	}
 	var old unix.Sigset_t
-	if err := unix.PthreadSigmask(unix.SIG_SETMASK, &all, &old); err != nil {
+	if err := unix.PthreadSigmask(unix.SIG_SETMASK, &allSignals, &old); err != nil {
 		return 0, os.NewSyscallError("rt_sigprocmask", err)
 	}
 	defer unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
 	return unix.SendmsgN(fd, b, nil, nil, flags)
 }
+
+// allSignals is the set of every signal (the kernel leaves SIGKILL and
+// SIGSTOP out of a mask).
+var allSignals = func() (s unix.Sigset_t) {
+	for i := range s.Val {
+		s.Val[i] = ^s.Val[i] // the element's width differs by architecture
+	}
+	return s
+}()
 
 // unixNano is a deadline as stored (0: none).
 func unixNano(t time.Time) int64 {
