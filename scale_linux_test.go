@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +28,7 @@ import (
 
 	"github.com/vsockns/vsockns"
 	"github.com/vsockns/vsockns/vsocktest"
+	"golang.org/x/sys/unix"
 )
 
 // Node scale: one agent dialing many namespaces at once, each namespace
@@ -64,6 +67,18 @@ type scaleResult struct {
 	FDsAfter  int           `json:"fds_after"`        // ... once all are closed again, minus those before the setup
 	RSSKiB    int           `json:"rss_kib"`
 	Procs     int           `json:"gomaxprocs"`
+
+	// Where the time goes, over the dials: CPU time of the whole machine
+	// (the VM: this process, the kernel's workers for vsock_loopback and
+	// vhost, interrupts) and of this process alone, per dial; the share of
+	// the CPUs' time idle; and the Go scheduler's latency (runnable
+	// goroutines waiting to run, runtime/metrics), its median and 99th
+	// percentile.
+	CPUPerDial  time.Duration `json:"cpu_per_dial"`
+	ProcPerDial time.Duration `json:"proc_per_dial"`
+	Idle        float64       `json:"idle"`
+	SchedP50    time.Duration `json:"sched_p50"`
+	SchedP99    time.Duration `json:"sched_p99"`
 }
 
 func (r scaleResult) rate() float64 { return float64(r.Dials-r.Failed) / r.Elapsed.Seconds() }
@@ -201,6 +216,9 @@ func runScaleCase(c scaleCase) (scaleResult, error) {
 		wg      sync.WaitGroup
 		failMsg = map[string]int{}
 	)
+	cpu0, idle0 := machineCPU()
+	proc0 := processCPU()
+	sched0 := schedLatencies()
 	start = time.Now()
 	for range workers {
 		wg.Go(func() {
@@ -230,6 +248,13 @@ func runScaleCase(c scaleCase) (scaleResult, error) {
 	}
 	wg.Wait()
 	r.Elapsed = time.Since(start)
+	cpu1, idle1 := machineCPU()
+	r.CPUPerDial = (cpu1 - cpu0) / time.Duration(c.Dials)
+	r.ProcPerDial = (processCPU() - proc0) / time.Duration(c.Dials)
+	if total := (cpu1 - cpu0) + (idle1 - idle0); total > 0 {
+		r.Idle = float64(idle1-idle0) / float64(total)
+	}
+	r.SchedP50, r.SchedP99 = schedLatencyQuantiles(sched0, schedLatencies())
 	slices.Sort(lat)
 	if len(lat) > 0 {
 		r.P50, r.P99 = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
@@ -244,6 +269,72 @@ func runScaleCase(c scaleCase) (scaleResult, error) {
 	closeAll()
 	r.FDsAfter = countDir("/proc/self/fd") - fdsBefore
 	return r, nil
+}
+
+// machineCPU returns the CPU time all CPUs spent busy and idle so far
+// (/proc/stat; iowait counts as idle).
+func machineCPU() (busy, idle time.Duration) {
+	b, _ := os.ReadFile("/proc/stat")
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)          // cpu user nice system idle iowait irq softirq steal ...
+	const tick = 10 * time.Millisecond // USER_HZ = 100
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch i {
+		case 3, 4:
+			idle += time.Duration(n) * tick
+		case 0, 1, 2, 5, 6, 7:
+			busy += time.Duration(n) * tick
+		}
+	}
+	return busy, idle
+}
+
+// processCPU is this process's user and system time so far.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// schedLatencies reads the Go scheduler's latency histogram.
+func schedLatencies() *metrics.Float64Histogram {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return nil
+	}
+	return s[0].Value.Float64Histogram()
+}
+
+// schedLatencyQuantiles returns the median and 99th percentile of the
+// latencies recorded between two readings (the buckets' upper bounds).
+func schedLatencyQuantiles(before, after *metrics.Float64Histogram) (p50, p99 time.Duration) {
+	if before == nil || after == nil {
+		return 0, 0
+	}
+	var total uint64
+	counts := make([]uint64, len(after.Counts))
+	for i := range counts {
+		counts[i] = after.Counts[i] - before.Counts[i]
+		total += counts[i]
+	}
+	q := func(f float64) time.Duration {
+		want := uint64(f * float64(total))
+		var seen uint64
+		for i, n := range counts {
+			seen += n
+			if seen > want {
+				up := after.Buckets[i+1]
+				if math.IsInf(up, 1) {
+					up = after.Buckets[i]
+				}
+				return time.Duration(up * float64(time.Second))
+			}
+		}
+		return 0
+	}
+	return q(0.5), q(0.99)
 }
 
 func acceptAndClose(l net.Listener) {
@@ -385,8 +476,9 @@ func printScale(results map[string][]scaleResult, order []string) {
 		return v[len(v)/2]
 	}
 	fmt.Printf("\nScale: 64 goroutines, 3000 dials a case, GOMAXPROCS=%d, each case in a process of its own; medians of %d passes (ranges in brackets)\n\n", runtime.GOMAXPROCS(0), len(results[order[0]]))
-	fmt.Printf("%-16s %5s %10s %8s %17s %8s %8s %6s %12s %10s %9s %8s %8s\n",
-		"variant", "N", "dials/s", "vs floor", "range", "p50", "p99", "failed", "threads", "fds open", "fds left", "RSS MiB", "setup")
+	fmt.Printf("%-16s %5s %10s %8s %17s %8s %8s %6s %12s %10s %9s %8s %8s %9s %9s %5s %9s %9s\n",
+		"variant", "N", "dials/s", "vs floor", "range", "p50", "p99", "failed", "threads", "fds open", "fds left", "RSS MiB", "setup",
+		"CPU/dial", "proc/dial", "idle", "sched p50", "sched p99")
 	var missed []string
 	for _, key := range order {
 		rs := results[key]
@@ -416,11 +508,19 @@ func printScale(results map[string][]scaleResult, order []string) {
 			errs = append(errs, r.Errors...)
 		}
 		last := rs[len(rs)-1]
-		fmt.Printf("%-16s %5s %10.0f %7.2fx %17s %8s %8s %6d %12s %10d %9d %8d %8s\n",
+		med := func(f func(scaleResult) time.Duration) time.Duration {
+			return time.Duration(median(rs, func(r scaleResult) float64 { return float64(f(r)) })).Round(time.Microsecond)
+		}
+		fmt.Printf("%-16s %5s %10.0f %7.2fx %17s %8s %8s %6d %12s %10d %9d %8d %8s %9s %9s %4.0f%% %9s %9s\n",
 			v, nStr, rate, ratio, fmt.Sprintf("[%.2f-%.2f]", lo, hi),
-			time.Duration(median(rs, func(r scaleResult) float64 { return float64(r.P50) })).Round(time.Microsecond),
+			med(func(r scaleResult) time.Duration { return r.P50 }),
 			p99.Round(time.Microsecond), failed, fmt.Sprintf("%d (%d vhost)", threads, vhost),
-			last.FDsDuring, fdsLeft, last.RSSKiB/1024, last.Setup.Round(time.Millisecond))
+			last.FDsDuring, fdsLeft, last.RSSKiB/1024, last.Setup.Round(time.Millisecond),
+			med(func(r scaleResult) time.Duration { return r.CPUPerDial }),
+			med(func(r scaleResult) time.Duration { return r.ProcPerDial }),
+			100*median(rs, func(r scaleResult) float64 { return r.Idle }),
+			med(func(r scaleResult) time.Duration { return r.SchedP50 }),
+			med(func(r scaleResult) time.Duration { return r.SchedP99 }))
 		for _, e := range errs {
 			fmt.Printf("    failed: %s\n", e)
 		}

@@ -40,9 +40,9 @@ type Conn struct {
 	rx           bytes.Buffer // stream
 	msgs         []message    // SOCK_SEQPACKET: whole messages received
 	partial      []byte       // ... and the start of the next
-	fwdCnt       uint32 // bytes the application has read
-	lastFwdSent  uint32 // fwdCnt last advertised to the host
-	txCnt        uint32 // bytes sent
+	fwdCnt       uint32       // bytes the application has read
+	lastFwdSent  uint32       // fwdCnt last advertised to the host
+	txCnt        uint32       // bytes sent
 	peerBufAlloc uint32
 	peerFwdCnt   uint32
 	peerNoSend   bool  // the host will send no more (EOF after rx drains)
