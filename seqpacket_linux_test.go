@@ -50,16 +50,8 @@ func seqpacketPair(t testing.TB, ns netns.NsHandle) (dialed, accepted *vsockns.C
 	return c, r.c
 }
 
-// readMsg reads one message of at most size bytes with ReadMsg, failing
-// the test after 10 s.
-func readMsg(t testing.TB, c *vsockns.Conn, size int) ([]byte, int) {
-	t.Helper()
-	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
-	b := make([]byte, size)
-	n, flags, err := c.ReadMsg(b)
-	require.NoError(t, err)
-	return b[:n], flags
-}
+// readMsg reads one message of at most size bytes, within 10 s.
+var readMsg = testenv.ReadMsg
 
 // Messages keep their boundaries, whatever their size: a 1-byte and a
 // 64 KiB message arrive as written, one per read; a message longer than

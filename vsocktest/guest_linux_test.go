@@ -52,11 +52,18 @@ var nextCID struct {
 // have one CID pool for everything), closed at cleanup.
 func newGuest(t testing.TB, ns netns.NsHandle, unresponsive bool) *vsocktest.Guest {
 	t.Helper()
+	return startGuest(t, vsocktest.Config{Namespace: ns, Unresponsive: unresponsive})
+}
+
+// startGuest starts a fake guest of cfg with a CID of its own, closed at
+// cleanup.
+func startGuest(t testing.TB, cfg vsocktest.Config) *vsocktest.Guest {
+	t.Helper()
 	nextCID.Lock()
 	nextCID.n++
-	cid := 100 + nextCID.n
+	cfg.CID = 100 + nextCID.n
 	nextCID.Unlock()
-	g, err := vsocktest.NewGuest(vsocktest.Config{Namespace: ns, CID: cid, Unresponsive: unresponsive})
+	g, err := vsocktest.NewGuest(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, g.Close()) })
 	return g

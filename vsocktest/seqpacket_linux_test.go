@@ -24,29 +24,12 @@ import (
 // VIRTIO_VSOCK_F_SEQPACKET, closed at cleanup.
 func newSeqpacketGuest(t testing.TB, ns netns.NsHandle) *vsocktest.Guest {
 	t.Helper()
-	nextCID.Lock()
-	nextCID.n++
-	cid := 100 + nextCID.n
-	nextCID.Unlock()
-	g, err := vsocktest.NewGuest(vsocktest.Config{Namespace: ns, CID: cid, Seqpacket: true})
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, g.Close()) })
-	return g
+	return startGuest(t, vsocktest.Config{Namespace: ns, Seqpacket: true})
 }
 
-// message reads one message from c (vsockns or vsocktest connection)
+// message reads one message from c (a vsockns or vsocktest connection)
 // into a buffer of size bytes, within 10 s.
-func message(t testing.TB, c interface {
-	ReadMsg([]byte) (int, int, error)
-	SetReadDeadline(time.Time) error
-}, size int) ([]byte, int) {
-	t.Helper()
-	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
-	b := make([]byte, size)
-	n, flags, err := c.ReadMsg(b)
-	require.NoError(t, err)
-	return b[:n], flags
-}
+var message = testenv.ReadMsg
 
 // SOCK_SEQPACKET between the host and a guest through vhost-vsock, in the
 // init namespace and in a global and a local one: the host dials the

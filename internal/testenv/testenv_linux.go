@@ -334,3 +334,21 @@ func RunUnprivileged(t testing.TB, test string, env ...string) {
 	}
 	require.NoError(t, err, "the unprivileged run of %s", test)
 }
+
+// A MessageReader reads SOCK_SEQPACKET messages: a *vsockns.Conn or a
+// *vsocktest.Conn.
+type MessageReader interface {
+	ReadMsg(b []byte) (n, flags int, err error)
+	SetReadDeadline(t time.Time) error
+}
+
+// ReadMsg reads one message of at most size bytes from c, failing the test
+// after 10 s, and returns it with ReadMsg's flags.
+func ReadMsg(t testing.TB, c MessageReader, size int) ([]byte, int) {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	b := make([]byte, size)
+	n, flags, err := c.ReadMsg(b)
+	require.NoError(t, err)
+	return b[:n], flags
+}
