@@ -23,6 +23,10 @@ import (
 // boundaries. Its namespace was fixed when it was created; it keeps working
 // after the namespace's handles are closed, and even after the namespace
 // itself is gone.
+//
+// A SOCK_SEQPACKET connection's descriptor is in blocking mode (its writes
+// wait in the kernel; see WriteMsg), which SyscallConn's and File's users
+// see; its reads still wait in Go's network poller.
 type Conn struct {
 	c             *socket.Conn
 	typ           sockType
