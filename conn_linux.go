@@ -91,7 +91,9 @@ func (c *Conn) ReadMsg(b []byte) (n, flags int, err error) {
 // 6.1). A write that ends before that, at its
 // deadline or interrupted, may have sent the start of its message (the
 // kernel sends what fits and cannot take it back), so it also ends writing
-// on the connection: it and every later write fail with ErrMessageCut.
+// on the connection: it and every later write fail with ErrMessageCut. A
+// write deadline bounds the writes that start after it is set (the kernel's
+// send timeout is set as a write starts); Close ends a waiting write.
 func (c *Conn) WriteMsg(b []byte, flags int) (int, error) {
 	if flags&^unix.MSG_EOR != 0 {
 		return 0, c.opError("write", &explained{unix.EINVAL, fmt.Sprintf("flags %#x: only syscall.MSG_EOR is allowed", flags), nil})
