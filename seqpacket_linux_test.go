@@ -3,11 +3,17 @@
 package vsockns_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -17,6 +23,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/vsockns/vsockns"
 	"github.com/vsockns/vsockns/internal/testenv"
@@ -417,4 +424,104 @@ func TestSeqpacketMessageSizeBound(t *testing.T) {
 		c.Close()
 		ac.Close()
 	}
+}
+
+const interruptChildEnv = "VSOCKNS_TEST_INTERRUPTED_WRITE"
+
+// A SOCK_SEQPACKET write waiting for the peer's room that a stop signal
+// interrupts (SIGSTOP cannot be blocked) may have sent part of its
+// message: it fails with EINTR and ErrMessageCut, and so does every later
+// write, instead of starting the message again (which the kernel does for
+// an interrupted wait without a send timeout: hence the finite one even
+// without a deadline). The writer is a child
+// process (this test binary again); the test stops and continues it while
+// its write waits in sendmsg(2).
+func TestSeqpacketWriteInterrupted(t *testing.T) {
+	if os.Getenv(interruptChildEnv) == "1" {
+		interruptedWriteChild()
+		return
+	}
+	testenv.NeedVsock(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSeqpacketWriteInterrupted$")
+	cmd.Env = append(os.Environ(), interruptChildEnv+"=1")
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	cmd.Stderr = os.Stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := bufio.NewScanner(out)
+	require.True(t, lines.Scan(), "the child's first line")
+	require.Equal(t, "writing", lines.Text())
+	// Wait (bounded) until one of the child's threads sleeps in sendmsg.
+	require.Eventually(t, func() bool { return inSendmsg(cmd.Process.Pid) }, 10*time.Second, time.Millisecond)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGSTOP))
+	// SIGCONT before the stop took effect would cancel it unseen.
+	require.Eventually(t, func() bool { return processState(cmd.Process.Pid) == "T" }, 10*time.Second, time.Millisecond)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGCONT))
+	// A write the signal did not end (restarted, say) would wait forever.
+	kill := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+	defer kill.Stop()
+	var got []string
+	for lines.Scan() {
+		got = append(got, lines.Text())
+	}
+	t.Logf("child: %q", got)
+	require.Len(t, got, 2)
+	assert.Equal(t, "cut: true eintr: true", got[0], "the interrupted write")
+	assert.Equal(t, "cut: true", got[1], "the next write")
+	require.NoError(t, cmd.Wait())
+}
+
+// processState is the state letter of process pid (/proc/PID/stat).
+func processState(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) {
+		return string(b[i+2])
+	}
+	return ""
+}
+
+// inSendmsg reports whether a thread of process pid is in sendmsg(2).
+func inSendmsg(pid int) bool {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/syscall", pid, task.Name()))
+		if f := strings.Fields(string(b)); len(f) > 0 && f[0] == strconv.Itoa(unix.SYS_SENDMSG) {
+			return true
+		}
+	}
+	return false
+}
+
+// interruptedWriteChild fills a peer that does not read and reports how
+// the write that then waits, and the next one, end.
+func interruptedWriteChild() {
+	fail := func(err error) { fmt.Fprintln(os.Stderr, "child:", err); os.Exit(1) }
+	l, err := vsockns.ListenSeqpacket(netns.None(), 0)
+	if err != nil {
+		fail(err)
+	}
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			defer c.Close()
+			select {} // never reads
+		}
+	}()
+	c, err := vsockns.DialSeqpacket(netns.None(), vsock.Local, l.Addr().(*vsock.Addr).Port)
+	if err != nil {
+		fail(err)
+	}
+	msg := make([]byte, 100<<10)
+	for range 2 { // the peer's 256 KiB take two
+		if _, err := c.Write(msg); err != nil {
+			fail(err)
+		}
+	}
+	fmt.Println("writing")
+	_, err = c.Write(msg) // no deadline: waits for room until interrupted
+	fmt.Printf("cut: %t eintr: %t\n", errors.Is(err, vsockns.ErrMessageCut), errors.Is(err, syscall.EINTR))
+	_, err = c.Write([]byte("x"))
+	fmt.Printf("cut: %t\n", errors.Is(err, vsockns.ErrMessageCut))
+	os.Exit(0)
 }
