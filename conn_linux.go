@@ -225,13 +225,24 @@ func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
 			}
 		}
 	}
-	if l.typ == typeSeqpacket {
+	conn, err := newConn(c, l.typ, local, remote)
+	if err != nil {
+		return nil, l.opError("accept", err)
+	}
+	return conn, nil
+}
+
+// newConn makes a connected socket of type t a Conn: the one constructor of
+// dial, accept and adoption. A SOCK_SEQPACKET socket is made blocking (see
+// seqpacket_linux.go). On error c is closed.
+func newConn(c *socket.Conn, t sockType, local, remote *vsock.Addr) (*Conn, error) {
+	if t == typeSeqpacket {
 		if err := seqpacketBlocking(c); err != nil {
 			c.Close()
-			return nil, l.opError("accept", err)
+			return nil, err
 		}
 	}
-	return &Conn{c: c, typ: l.typ, local: local, remote: remote}, nil
+	return &Conn{c: c, typ: t, local: local, remote: remote}, nil
 }
 
 // Addr returns the listening address, a *vsock.Addr.
@@ -441,13 +452,11 @@ func dial(ctx context.Context, d *Dialer, t sockType, cid, port uint32) (*Conn, 
 		c.Close()
 		return nil, dialError(t, cid, port, err)
 	}
-	if t == typeSeqpacket {
-		if err := seqpacketBlocking(c); err != nil {
-			c.Close()
-			return nil, dialError(t, cid, port, err)
-		}
+	conn, err := newConn(c, t, vmAddr(lsa), remote)
+	if err != nil {
+		return nil, dialError(t, cid, port, err)
 	}
-	return &Conn{c: c, typ: t, local: vmAddr(lsa), remote: remote}, nil
+	return conn, nil
 }
 
 // connectError adds the likely reason to the errors vsock's connect gives.
@@ -510,33 +519,32 @@ func setBufferSize(c *socket.Conn, n uint64) error {
 	return setVsockOption(c, unix.SO_VM_SOCKETS_BUFFER_SIZE, n)
 }
 
-// vsockOption reads a 64-bit AF_VSOCK socket option.
-func vsockOption(c *socket.Conn, opt int) (uint64, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var (
-		v    uint64
-		gerr error
-	)
-	if err := rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptUint64(int(fd), unix.AF_VSOCK, opt) }); err != nil {
-		return 0, err
-	}
-	return v, os.NewSyscallError("getsockopt", gerr)
-}
-
-// setVsockOption writes a 64-bit AF_VSOCK socket option.
-func setVsockOption(c *socket.Conn, opt int, v uint64) error {
+// control runs the system call fn on c's descriptor, its errno wrapped as
+// an *os.SyscallError named call.
+func control(c *socket.Conn, call string, fn func(fd int) error) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptUint64(int(fd), unix.AF_VSOCK, opt, v) }); err != nil {
+	if err := rc.Control(func(fd uintptr) { serr = fn(int(fd)) }); err != nil {
 		return err
 	}
-	return os.NewSyscallError("setsockopt", serr)
+	return os.NewSyscallError(call, serr)
+}
+
+// vsockOption reads a 64-bit AF_VSOCK socket option.
+func vsockOption(c *socket.Conn, opt int) (v uint64, err error) {
+	err = control(c, "getsockopt", func(fd int) (err error) {
+		v, err = unix.GetsockoptUint64(fd, unix.AF_VSOCK, opt)
+		return err
+	})
+	return v, err
+}
+
+// setVsockOption writes a 64-bit AF_VSOCK socket option.
+func setVsockOption(c *socket.Conn, opt int, v uint64) error {
+	return control(c, "setsockopt", func(fd int) error { return unix.SetsockoptUint64(fd, unix.AF_VSOCK, opt, v) })
 }
 
 // SetBufferSize sets the connection's receive buffer

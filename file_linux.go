@@ -120,13 +120,11 @@ func fileConn(f *os.File, t sockType) (*Conn, error) {
 		c.Close()
 		return nil, &net.OpError{Op: "file", Net: t.network(), Err: err}
 	}
-	if t == typeSeqpacket {
-		if err := seqpacketBlocking(c); err != nil {
-			c.Close()
-			return nil, &net.OpError{Op: "file", Net: t.network(), Err: err}
-		}
+	conn, err := newConn(c, t, vmAddr(lsa), vmAddr(rsa))
+	if err != nil {
+		return nil, &net.OpError{Op: "file", Net: t.network(), Err: err}
 	}
-	return &Conn{c: c, typ: t, local: vmAddr(lsa), remote: vmAddr(rsa)}, nil
+	return conn, nil
 }
 
 func fileListener(f *os.File, t sockType) (*Listener, error) {

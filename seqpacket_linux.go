@@ -36,15 +36,7 @@ import (
 
 // seqpacketBlocking makes c's file description blocking (see above).
 func seqpacketBlocking(c *socket.Conn) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), false) }); err != nil {
-		return err
-	}
-	return os.NewSyscallError("fcntl", serr)
+	return control(c, "fcntl", func(fd int) error { return unix.SetNonblock(fd, false) })
 }
 
 // recvmsg reads one message without blocking in the kernel.
