@@ -96,7 +96,7 @@ func TestBench(t *testing.T) {
 		t.Fatal("no benchmark results in the output")
 	}
 	fmt.Printf("Benchmarks on Linux %s under QEMU (%s), GOMAXPROCS=%s, medians of %s interleaved passes of %s each; ratios are to the floor in the same pass.\n\n",
-		k.Release, benchAccel(t), benchProcs(raw), count, benchtime)
+		k.Release, benchAccel(res), benchProcs(raw), count, benchtime)
 	printBench(os.Stdout, expandInterleaved(results))
 }
 
@@ -133,7 +133,7 @@ func TestBenchScale(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(work, "bench-scale.txt"), []byte(out), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fmt.Printf("Scale benchmark on Linux %s under QEMU (%s)\n%s", k.Release, benchAccel(t), out)
+	fmt.Printf("Scale benchmark on Linux %s under QEMU (%s)\n%s", k.Release, benchAccel(res), out)
 }
 
 func envOr(k, def string) string {
@@ -144,13 +144,9 @@ func envOr(k, def string) string {
 }
 
 // benchAccel describes the accelerator the benchmark VM ran with.
-func benchAccel(t *testing.T) string {
-	q, err := QEMU()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a := accelArgs(q)[1]; a != tcgSingle {
-		return a
+func benchAccel(res *Result) string {
+	if res.Accel.KVM {
+		return "KVM"
 	}
 	return "TCG, multi-threaded"
 }

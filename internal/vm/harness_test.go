@@ -48,6 +48,8 @@ func (f *fixtureVM) boot(t *testing.T, cfg Config) *Result {
 	cfg.Console = &console
 	res, err := Boot(context.Background(), cfg)
 	require.NoError(t, err)
+	t.Logf("%s under %s (%s); first output after %s, longest silence %s", res.Elapsed.Round(100*time.Millisecond),
+		res.Accel.Name(), res.Accel.Why, res.FirstOutput.Round(10*time.Millisecond), res.MaxSilence.Round(10*time.Millisecond))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("guest log:\n%s", tail(console.Bytes(), 40))

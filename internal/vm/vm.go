@@ -9,17 +9,13 @@ package vm
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/vsockns/vsockns/internal/vm/proto"
@@ -62,10 +58,33 @@ type Config struct {
 	// CPUs and MemoryMB size the guest; zero means 2 and 2048.
 	CPUs, MemoryMB int
 	// ParallelTCG runs the vCPUs on host threads of their own under TCG
-	// (see accelArgs for why that is not the default); for benchmarks,
+	// (see tcgAccel for why that is not the default); for benchmarks,
 	// whose concurrent variants need both vCPUs to run at once.
 	ParallelTCG bool
+	// QEMU is the qemu-system-x86_64 to run; empty means VSOCKNS_QEMU,
+	// else the one on the PATH.
+	QEMU string
+	// FirstOutput bounds the wait for the guest's first sign of life (a
+	// byte on any of its serial ports) and Silence the gap between two
+	// (/init writes a heartbeat every second); zero means
+	// DefaultFirstOutput and DefaultSilence. A boot past either ends at
+	// once, with the reason.
+	FirstOutput, Silence time.Duration
+
+	// kvmDevice replaces /dev/kvm and probeTimeout the KVM probe's bound,
+	// for tests.
+	kvmDevice    string
+	probeTimeout time.Duration
 }
+
+// The guest's sign-of-life bounds (Config.FirstOutput, Config.Silence).
+// Measured under TCG on 2 host cores with two guests and the race-detector
+// suite running side by side: the first byte comes within a few seconds
+// and the heartbeat's longest gap is a few seconds; see docs/testbed.md.
+const (
+	DefaultFirstOutput = 30 * time.Second
+	DefaultSilence     = 30 * time.Second
+)
 
 // RunResult is what one binary did in the guest.
 type RunResult struct {
@@ -89,6 +108,20 @@ type Result struct {
 	Runs        []*RunResult
 	Console     []byte // the serial console (ttyS0)
 	Elapsed     time.Duration
+
+	Accel Accel // what the boot ran under
+	// Stopped says why the harness ended the boot before the guest did (a
+	// paused or silent guest, KVM failing); empty if it did not.
+	Stopped string
+	// AccelFailed says that Stopped was KVM failing to run the guest.
+	AccelFailed bool
+	// Retried is the KVM failure that made Boot run this boot again under
+	// TCG; empty if it ran once.
+	Retried    string
+	QEMUOutput []byte // what QEMU wrote on stderr
+	// FirstOutput is when the guest's first byte came, and MaxSilence the
+	// longest gap between two signs of life after it.
+	FirstOutput, MaxSilence time.Duration
 }
 
 // Err explains why the boot as a whole failed, or returns nil. It does not
@@ -99,6 +132,8 @@ func (r *Result) Err() error {
 		return fmt.Errorf("guest %s: loading module failed: %s", r.Kernel.Release, r.ModuleError)
 	case r.Fatal != "":
 		return fmt.Errorf("guest %s: /init failed: %s", r.Kernel.Release, r.Fatal)
+	case r.Stopped != "":
+		return fmt.Errorf("guest %s: %s%s%s", r.Kernel.Release, r.Stopped, r.lastRunning(), r.qemuSaid())
 	case r.TimedOut:
 		return fmt.Errorf("guest %s: timed out after %s%s", r.Kernel.Release, r.Elapsed.Round(time.Second), r.lastRunning())
 	case !r.Done:
@@ -117,6 +152,23 @@ func (r *Result) lastRunning() string {
 	return ""
 }
 
+// qemuSaid is QEMU's last stderr lines, if any, for an error message.
+func (r *Result) qemuSaid() string {
+	if len(bytes.TrimSpace(r.QEMUOutput)) == 0 {
+		return ""
+	}
+	return "\nQEMU said:\n" + tail(r.QEMUOutput, 8)
+}
+
+// tail is the last n lines of b.
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
 func (r *Result) panicLine() string {
 	for _, line := range strings.Split(string(r.Console), "\n") {
 		if i := strings.Index(line, "Kernel panic"); i >= 0 {
@@ -124,135 +176,6 @@ func (r *Result) panicLine() string {
 		}
 	}
 	return ""
-}
-
-// QEMU returns the path of qemu-system-x86_64, or an error saying how to get it.
-func QEMU() (string, error) {
-	p, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		return "", errors.New("qemu-system-x86_64 not found: install it (Debian: apt-get install qemu-system-x86), or run `make test` as root, which does")
-	}
-	return p, nil
-}
-
-// Boot builds the initramfs for cfg, boots it and collects the result. The
-// returned error is for failures on the host (no QEMU, unreadable files);
-// what went wrong in the guest is in the Result.
-func Boot(ctx context.Context, cfg Config) (*Result, error) {
-	qemu, err := QEMU()
-	if err != nil {
-		return nil, err
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 10 * time.Minute
-	}
-	if cfg.CPUs == 0 {
-		cfg.CPUs = 2
-	}
-	if cfg.MemoryMB == 0 {
-		// 1 GiB once ran out (ENOMEM from VHOST_SET_OWNER late in the
-		// suite, after hundreds of namespaces and vhost devices).
-		cfg.MemoryMB = 2048
-	}
-	if cfg.Console == nil {
-		cfg.Console = io.Discard
-	}
-	work := cfg.WorkDir
-	if work == "" {
-		if work, err = os.MkdirTemp("", "vsockns-vm-"); err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(work)
-	}
-	initrd := filepath.Join(work, "initramfs-"+cfg.Kernel.Release+".cpio")
-	if err := buildInitramfs(initrd, cfg); err != nil {
-		return nil, err
-	}
-
-	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	defer cancel()
-
-	conR, conW, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	repR, repW, err := os.Pipe()
-	if err != nil {
-		conR.Close()
-		conW.Close()
-		return nil, err
-	}
-	args := []string{
-		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-machine", "q35",
-		"-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemoryMB),
-		"-kernel", cfg.Kernel.Image, "-initrd", initrd,
-		"-append", "console=ttyS0 panic=-1 loglevel=4 rdinit=/init",
-		// ttyS0: console; ttyS1: the report port (fds 3 and 4 below).
-		"-serial", "file:/dev/fd/3", "-serial", "file:/dev/fd/4",
-	}
-	accel := accelArgs(qemu)
-	if cfg.ParallelTCG && accel[1] == tcgSingle {
-		accel = append([]string{"-accel", "tcg,thread=multi"}, accel[2:]...)
-	}
-	args = append(args, accel...)
-	cmd := exec.CommandContext(ctx, qemu, args...)
-	cmd.ExtraFiles = []*os.File{conW, repW}
-	var qemuErr bytes.Buffer
-	cmd.Stdout = &qemuErr
-	cmd.Stderr = &qemuErr
-	cmd.WaitDelay = 5 * time.Second
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		conR.Close()
-		conW.Close()
-		repR.Close()
-		repW.Close()
-		return nil, fmt.Errorf("start qemu: %w", err)
-	}
-	conW.Close()
-	repW.Close()
-
-	res := &Result{Kernel: cfg.Kernel}
-	var (
-		wg  sync.WaitGroup
-		mu  sync.Mutex // serialises writes to cfg.Console
-		con bytes.Buffer
-	)
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		sc := bufio.NewScanner(conR)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := strings.TrimRight(sc.Text(), "\r")
-			con.WriteString(line + "\n")
-			mu.Lock()
-			fmt.Fprintf(cfg.Console, "[%s console] %s\n", cfg.Kernel.Release, line)
-			mu.Unlock()
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		readReport(repR, res, func(line string) {
-			mu.Lock()
-			fmt.Fprintf(cfg.Console, "[%s] %s\n", cfg.Kernel.Release, line)
-			mu.Unlock()
-		})
-	}()
-	waitErr := cmd.Wait()
-	wg.Wait()
-	conR.Close()
-	repR.Close()
-	res.Elapsed = time.Since(start)
-	res.Console = con.Bytes()
-	if ctx.Err() != nil && !res.Done {
-		res.TimedOut = true
-	}
-	if waitErr != nil && !res.TimedOut && !res.Done && len(res.Console) == 0 {
-		return res, fmt.Errorf("qemu: %v: %s", waitErr, strings.TrimSpace(qemuErr.String()))
-	}
-	return res, nil
 }
 
 // readReport parses the report port until EOF.
@@ -305,49 +228,6 @@ func readReport(r io.Reader, res *Result, echo func(string)) {
 		}
 	}
 }
-
-// accelArgs picks the accelerator: KVM where it actually works (a paused
-// QEMU with -accel kvm -cpu host starts and quits cleanly; nested set-ups
-// often expose /dev/kvm yet fail at CPU reset), TCG otherwise.
-// VSOCKNS_ACCEL=tcg or =kvm overrides the probe.
-//
-// TCG runs single-threaded (both vCPUs on one host thread): multi-threaded
-// TCG sometimes crashed the 7.2 guest during early boot (an int3 Oops in
-// the kernel's cross-CPU code patching), and one thread per VM lets two
-// VMs run side by side on a 2-core machine.
-func accelArgs(qemu string) []string {
-	accelOnce.Do(func() {
-		accel = []string{"-accel", tcgSingle, "-cpu", "max"}
-		switch os.Getenv("VSOCKNS_ACCEL") {
-		case "tcg":
-			return
-		case "kvm":
-			accel = []string{"-accel", "kvm", "-cpu", "host"}
-			return
-		}
-		if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err != nil {
-			return
-		} else {
-			f.Close()
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		probe := exec.CommandContext(ctx, qemu, "-nodefaults", "-no-user-config", "-display", "none",
-			"-machine", "q35", "-accel", "kvm", "-cpu", "host", "-S", "-monitor", "stdio")
-		probe.Stdin = strings.NewReader("quit\n")
-		if probe.Run() == nil {
-			accel = []string{"-accel", "kvm", "-cpu", "host"}
-		}
-	})
-	return accel
-}
-
-var (
-	accelOnce sync.Once
-	accel     []string
-)
-
-const tcgSingle = "tcg,thread=single"
 
 func buildInitramfs(path string, cfg Config) error {
 	f, err := os.Create(path)

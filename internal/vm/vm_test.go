@@ -216,6 +216,9 @@ func boot(t *testing.T, cfg Config) *Result {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("%s: %s under %s (%s); first output after %s, longest silence %s",
+		name, res.Elapsed.Round(100*time.Millisecond), res.Accel.Name(), res.Accel.Why,
+		res.FirstOutput.Round(10*time.Millisecond), res.MaxSilence.Round(10*time.Millisecond))
 	if err := res.Err(); err != nil {
 		t.Errorf("%v\nlast console lines:\n%s\nfull log: %s", err, tail(res.Console, 25), logPath)
 	}
@@ -254,14 +257,6 @@ func shortPackage(importPath string) string {
 		return "vsockns"
 	}
 	return rel
-}
-
-func tail(b []byte, n int) string {
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // requireVM returns the kernels to boot and the module root, or skips (fails

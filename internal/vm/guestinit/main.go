@@ -38,6 +38,7 @@ func main() {
 		_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 		return
 	}
+	go heartbeat()
 	if err := run(console, report); err != nil {
 		proto.Emit(report, proto.Fatal, err.Error())
 		fmt.Fprintf(console, "guestinit: %v\n", err)
@@ -79,6 +80,24 @@ func openReport() (*os.File, error) {
 		return nil, fmt.Errorf("report port raw mode: %w", err)
 	}
 	return f, nil
+}
+
+// heartbeat writes a byte on the third serial port (/dev/ttyS2) every
+// second for as long as the guest runs: the host ends a boot whose guest
+// falls silent (a paused VM, a hung kernel) instead of waiting for its
+// timeout. Without that port it does nothing.
+func heartbeat() {
+	f, err := os.OpenFile("/dev/ttyS2", os.O_WRONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	for {
+		if _, err := f.Write([]byte{'.'}); err != nil {
+			return
+		}
+		<-t.C
+	}
 }
 
 func run(console io.Writer, report *os.File) error {
