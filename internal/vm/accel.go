@@ -140,7 +140,15 @@ func probeBoot(qemu, image string, bound time.Duration) string {
 	cmd := exec.CommandContext(ctx, qemu, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "256",
 		"-kernel", image, "-append", "console=ttyS0 panic=-1",
-		"-serial", "file:/dev/fd/3")
+		"-serial", "file:/dev/fd/3", "-qmp", "stdio")
+	qmpIn, err := cmd.StdinPipe()
+	if err != nil {
+		return err.Error()
+	}
+	qmpOut, err := cmd.StdoutPipe()
+	if err != nil {
+		return err.Error()
+	}
 	conR, conW, err := os.Pipe()
 	if err != nil {
 		return err.Error()
@@ -161,7 +169,13 @@ func probeBoot(qemu, image string, bound time.Duration) string {
 	var wg sync.WaitGroup
 	var qemuOut bytes.Buffer
 	var panicked bool
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		watchQMP(qmpOut, qmpIn, func(status string) {
+			abort(&stopError{why: fmt.Sprintf("QEMU stopped the guest (run state %q)", status), accel: true})
+		})
+	}()
 	go func() {
 		defer wg.Done()
 		watchStderr(stderr, func(line string) {
@@ -177,8 +191,10 @@ func probeBoot(qemu, image string, bound time.Duration) string {
 			}
 		}
 	}()
-	waitErr := cmd.Wait()
+	// The readers end when QEMU does (the context kills it): only then
+	// may Wait close the pipes.
 	wg.Wait()
+	waitErr := cmd.Wait()
 	var stop *stopError
 	switch cause := context.Cause(ctx); {
 	case asStop(cause, &stop):
