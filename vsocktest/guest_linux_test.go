@@ -559,18 +559,27 @@ func TestCancelledDialLeavesNoKernelSocket(t *testing.T) {
 	g := newGuest(t, netns.None(), true)
 	const n = 100
 
-	// The counter counts: n open sockets show.
-	base := vsockSocketsInKernel(t)
-	var open []*os.File
-	for range n {
-		fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		require.NoError(t, err)
-		open = append(open, os.NewFile(uintptr(fd), "vsock"))
+	// The counter counts: n open sockets show. The count is the whole
+	// kernel's, and sockets of earlier tests freed meanwhile lower it (a
+	// fresh-clone CI run on 7.2.13 saw 84 of 100), so up to three tries.
+	seen := 0
+	for range 3 {
+		base := vsockSocketsInKernel(t)
+		var open []*os.File
+		for range n {
+			fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			require.NoError(t, err)
+			open = append(open, os.NewFile(uintptr(fd), "vsock"))
+		}
+		seen = max(seen, vsockSocketsInKernel(t)-base)
+		for _, f := range open {
+			f.Close()
+		}
+		if seen >= n*9/10 {
+			break
+		}
 	}
-	require.GreaterOrEqual(t, vsockSocketsInKernel(t)-base, n*9/10, "the slab count sees sockets")
-	for _, f := range open {
-		f.Close()
-	}
+	require.GreaterOrEqual(t, seen, n*9/10, "the slab count sees sockets")
 
 	before := vsockSocketsInKernel(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
