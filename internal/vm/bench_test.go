@@ -242,7 +242,7 @@ var interleavedUnits = []struct{ suffix, unit string }{
 // variantRank orders the rows of an interleaved benchmark like those of
 // the others: the floor, this package, then the reference patterns.
 func variantRank(name string) int {
-	for i, p := range []string{"floor", "vsockns-current", "handoff-only", "vsockns-", "locked-caller-", "kubevirt-", "socket-netns-"} {
+	for i, p := range []string{"floor", "vsockns-current", "handoff-only", "vsockns-", "ref-", "prepared-", "locked-caller-", "kubevirt-", "socket-netns-"} {
 		if name == p || strings.HasPrefix(name, p) && strings.HasSuffix(p, "-") {
 			return i
 		}
