@@ -830,3 +830,69 @@ func (w plainWriter) Write(p []byte) (int, error) {
 	}
 	return n, werr
 }
+
+// preparedVariants are the floor and, into a global and a local namespace,
+// dials through an owning reference with sockets made ahead
+// (Namespace.Prepare, 64 per namespace) and through the same kind of
+// reference without them.
+func preparedVariants(b *testing.B) []dialVariant {
+	floor, others := benchTargets(b)
+	vs := []dialVariant{{"floor", dialFloor, floor.port}}
+	for _, t := range others {
+		for _, prepared := range []bool{false, true} {
+			n, err := vsockns.OpenNamespace(t.ns)
+			require.NoError(b, err)
+			b.Cleanup(func() { n.Close() })
+			name := "ref-" + t.name
+			if prepared {
+				require.NoError(b, n.Prepare(64, 0))
+				name = "prepared-" + t.name
+			}
+			d := n.Dialer()
+			vs = append(vs, dialVariant{name, func(ctx context.Context, port uint32) (io.Closer, error) {
+				return d.DialVsock(ctx, vsock.Local, port)
+			}, t.port})
+		}
+	}
+	return vs
+}
+
+// BenchmarkDialPreparedSerial: one dial at a time, the variants of
+// preparedVariants taking turns dial by dial (the store refills between
+// its turns: it is warm). It reports "<variant>-ns/dial".
+func BenchmarkDialPreparedSerial(b *testing.B) {
+	ctx := context.Background()
+	interleave(b, preparedVariants(b),
+		func(v dialVariant) (int, time.Duration) {
+			start := time.Now()
+			c, err := v.dial(ctx, v.port)
+			if err != nil {
+				b.Fatal(v.name, err)
+			}
+			c.Close()
+			return 1, time.Since(start)
+		},
+		func(v dialVariant, n int, d time.Duration) {
+			b.ReportMetric(float64(d.Nanoseconds())/float64(n), v.name+"-ns/dial")
+		})
+}
+
+// BenchmarkDialPreparedStorm: 64 goroutines make 512 dials a turn, eight
+// times the store, so the refill's switches are paid inside the turn (the
+// steady state). It reports "<variant>-dials/s" and "<variant>-cpu-us/dial"
+// (the process's CPU, user and system, per dial).
+func BenchmarkDialPreparedStorm(b *testing.B) {
+	const workers, dialsPerTurn = 64, 512
+	cpu := map[string]time.Duration{}
+	interleave(b, preparedVariants(b),
+		func(v dialVariant) (int, time.Duration) {
+			before := processCPU()
+			d := dialBurst(b, v, workers, dialsPerTurn)
+			cpu[v.name] += processCPU() - before
+			return dialsPerTurn, d
+		},
+		func(v dialVariant, n int, d time.Duration) {
+			b.ReportMetric(float64(n)/d.Seconds(), v.name+"-dials/s")
+			b.ReportMetric(float64(cpu[v.name].Microseconds())/float64(n), v.name+"-cpu-us/dial")
+		})
+}

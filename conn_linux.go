@@ -420,7 +420,7 @@ func dial(ctx context.Context, d *Dialer, t sockType, cid, port uint32) (*Conn, 
 	if err := ctx.Err(); err != nil {
 		return nil, dialError(t, cid, port, err)
 	}
-	c, err := newSocket(ctx, nsRef{d.Namespace, d.NetNS}, t.unix())
+	c, err := dialSocket(ctx, d, t)
 	if err != nil {
 		return nil, dialError(t, cid, port, err)
 	}
@@ -457,6 +457,22 @@ func dial(ctx context.Context, d *Dialer, t sockType, cid, port uint32) (*Conn, 
 		return nil, dialError(t, cid, port, err)
 	}
 	return conn, nil
+}
+
+// dialSocket is a socket made ahead in the Dialer's Namespace
+// (Namespace.Prepare) if one is ready, else a new one.
+func dialSocket(ctx context.Context, d *Dialer, t sockType) (*socket.Conn, error) {
+	if d.NetNS != nil && callerHandle(d.Namespace) {
+		if fd := d.NetNS.takeReady(t); fd >= 0 {
+			c, err := socket.New(fd, Network)
+			if err != nil {
+				unix.Close(fd)
+				return nil, err
+			}
+			return c, nil
+		}
+	}
+	return newSocket(ctx, nsRef{d.Namespace, d.NetNS}, t.unix())
 }
 
 // connectError adds the likely reason to the errors vsock's connect gives.

@@ -290,6 +290,9 @@ type Namespace struct {
 	id   NamespaceID
 	kind string // how String describes the reference beyond its ID
 
+	// Sockets made ahead for dials (Prepare), by sockType.
+	ready [2]*readyStore
+
 	// For a namespace this process cannot enter (CreateUserNamespace):
 	// the server that performs its calls, and what ends that server.
 	remote     *remote
@@ -424,6 +427,7 @@ func (n *Namespace) Close() error {
 		return ErrNamespaceClosed
 	}
 	n.open = false
+	n.closeReady()
 	if n.remote != nil {
 		// The server goes first: its namespace then lives on only in
 		// the sockets and devices made in it.
