@@ -291,7 +291,8 @@ type Namespace struct {
 	kind string // how String describes the reference beyond its ID
 
 	// Sockets made ahead for dials (Prepare), by sockType.
-	ready [2]*readyStore
+	readyMu sync.Mutex
+	ready   [2]*readyStore
 
 	// For a namespace this process cannot enter (CreateUserNamespace):
 	// the server that performs its calls, and what ends that server.
@@ -421,13 +422,15 @@ func (n *Namespace) do(ctx context.Context, fn func() error) error {
 // Close releases n's descriptor, once every operation still inside the
 // namespace has finished. A second Close returns ErrNamespaceClosed.
 func (n *Namespace) Close() error {
+	// The stores first: a refill in flight is one of the operations Close
+	// waits for, and a request to a stopped server would never end.
+	n.closeReady()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.open {
 		return ErrNamespaceClosed
 	}
 	n.open = false
-	n.closeReady()
 	if n.remote != nil {
 		// The server goes first: its namespace then lives on only in
 		// the sockets and devices made in it.

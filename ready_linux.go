@@ -47,6 +47,10 @@ type readyStore struct {
 	n    *Namespace
 	typ  sockType
 	wake chan struct{} // a dial took a socket; capacity 1
+	// ctx ends with the store: a request to a namespace's server (a
+	// stopped helper answers none) must not hold up Close.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu       sync.Mutex
 	fds      []int
@@ -77,28 +81,28 @@ type readyStore struct {
 // store (a dial that fails closes its socket).
 //
 // Prepare(0, 0) closes every socket held; Close does too. Counts must not
-// be negative. Prepare is not available for namespaces served by another
-// process (CreateUserNamespace, DialNamespace): it fails with
-// ErrNotSupported there.
+// be negative. For a namespace served by another process
+// (CreateUserNamespace, DialNamespace) each socket made ahead is one
+// request to its server, made off the dialer's path.
 func (n *Namespace) Prepare(streams, seqpackets int) error {
 	if streams < 0 || seqpackets < 0 {
 		return fmt.Errorf("vsockns: Prepare(%d, %d): counts must not be negative", streams, seqpackets)
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	if !n.open {
 		return ErrNamespaceClosed
 	}
-	if n.remote != nil {
-		return fmt.Errorf("vsockns: Prepare: %s is served by another process: %w", n, ErrNotSupported)
-	}
+	n.readyMu.Lock()
+	defer n.readyMu.Unlock()
 	for i, want := range [...]int{typeStream: streams, typeSeqpacket: seqpackets} {
 		s := n.ready[i]
 		if s == nil {
 			if want == 0 {
 				continue
 			}
-			s = &readyStore{n: n, typ: sockType(i), wake: make(chan struct{}, 1)}
+			ctx, cancel := context.WithCancel(context.Background())
+			s = &readyStore{n: n, typ: sockType(i), wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
 			n.ready[i] = s
 		}
 		s.setWant(want)
@@ -111,17 +115,20 @@ func (n *Namespace) takeReady(t sockType) int {
 	if n == nil || int(t) >= len(n.ready) {
 		return -1
 	}
-	n.mu.RLock()
+	n.readyMu.Lock()
 	s := n.ready[t]
-	n.mu.RUnlock()
+	n.readyMu.Unlock()
 	if s == nil {
 		return -1
 	}
 	return s.take()
 }
 
-// closeReady closes every store of n; n.mu is held.
+// closeReady closes every store of n. Close calls it before it waits for
+// the operations inside n, which a store's refill may be one of.
 func (n *Namespace) closeReady() {
+	n.readyMu.Lock()
+	defer n.readyMu.Unlock()
 	for _, s := range n.ready {
 		if s != nil {
 			s.close()
@@ -217,24 +224,13 @@ func (s *readyStore) fill() bool {
 	if k <= 0 {
 		return true
 	}
-	fds := make([]int, 0, k)
-	err := s.n.do(context.Background(), func() error {
-		for range k {
-			fd, err := unix.Socket(unix.AF_VSOCK, s.typ.unix()|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				// EMFILE, ENFILE, ENOMEM: the store stays short.
-				break
-			}
-			fds = append(fds, fd)
-		}
-		return nil
-	})
+	fds, err := s.make(k)
 	readyHeld.Add(-int64(k - len(fds))) // the part reserved but not made
 	if err != nil {
 		// The namespace is closed, or the thread could not be moved back:
 		// nothing made there is kept.
 		releaseReady(fds)
-		return !errors.Is(err, ErrNamespaceClosed)
+		return !errors.Is(err, ErrNamespaceClosed) && s.ctx.Err() == nil
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -253,6 +249,39 @@ func (s *readyStore) fill() bool {
 	s.batches++
 	s.mu.Unlock()
 	return true
+}
+
+// make makes up to k sockets in the store's namespace: in one switch, or
+// for a namespace served by another process, one request each. A socket
+// the kernel refuses (EMFILE, ENFILE, ENOMEM) ends the batch short, with
+// no error.
+func (s *readyStore) make(k int) ([]int, error) {
+	fds := make([]int, 0, k)
+	if s.n.remote != nil {
+		b := remoteNamespace{s.n}
+		for range k {
+			fd, err := b.socket(s.ctx, s.typ.unix())
+			if err != nil {
+				if errors.Is(err, ErrNamespaceClosed) || s.ctx.Err() != nil {
+					return fds, ErrNamespaceClosed
+				}
+				break
+			}
+			fds = append(fds, fd)
+		}
+		return fds, nil
+	}
+	err := s.n.do(s.ctx, func() error {
+		for range k {
+			fd, err := unix.Socket(unix.AF_VSOCK, s.typ.unix()|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				break
+			}
+			fds = append(fds, fd)
+		}
+		return nil
+	})
+	return fds, err
 }
 
 // reserveReady takes room for up to k descriptors under readyLimit and
@@ -282,6 +311,7 @@ func releaseReady(fds []int) {
 
 // close closes the store's sockets; the refiller ends at its next turn.
 func (s *readyStore) close() {
+	s.cancel()
 	s.mu.Lock()
 	s.closed = true
 	fds := s.fds
@@ -302,9 +332,9 @@ func closeFds(fds []int) {
 
 // readyStats reports a store's held, made and batch counts, for tests.
 func (n *Namespace) readyStats(t sockType) (held, made, batches int) {
-	n.mu.RLock()
+	n.readyMu.Lock()
 	s := n.ready[t]
-	n.mu.RUnlock()
+	n.readyMu.Unlock()
 	if s == nil {
 		return 0, 0, 0
 	}

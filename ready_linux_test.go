@@ -46,6 +46,15 @@ func waitHeld(t testing.TB, n *vsockns.Namespace, seqpacket bool, want int) {
 	})
 }
 
+// settledFdCount waits until no store of an earlier test holds or is
+// making sockets (a refill in flight when its namespace closed releases
+// its batch a moment later), then counts this process's descriptors.
+func settledFdCount(t testing.TB) int {
+	t.Helper()
+	waitUntil(t, "earlier tests' stores released", func() bool { return vsockns.ReadyHeld() == 0 })
+	return fdCount(t)
+}
+
 // tokenServer answers every connection on l with token and closes it.
 func tokenServer(t testing.TB, l net.Listener, token string) {
 	t.Helper()
@@ -239,6 +248,7 @@ func TestPrepareFailedConnectDiscardsSocket(t *testing.T) {
 	require.NoError(t, n.Prepare(4, 0))
 	readToken(t, n.Dialer(), l.Addr().(*vsock.Addr).Port)
 	waitHeld(t, n, false, 4)
+	waitUntil(t, "only this store holds sockets", func() bool { return vsockns.ReadyHeld() == 4 })
 	before := fdCount(t)
 	_, err = n.Dialer().DialVsock(context.Background(), vsock.Local, 5999) // nobody listens
 	require.ErrorIs(t, err, syscall.ECONNRESET)
@@ -302,7 +312,7 @@ func TestPrepareCloseFreesEveryDescriptor(t *testing.T) {
 	sl, err := n.ListenConfig().ListenSeqpacket(context.Background(), vsock.Local, 0)
 	require.NoError(t, err)
 	tokenServer(t, sl, "x")
-	before := fdCount(t)
+	before := settledFdCount(t)
 	heldBefore := vsockns.ReadyHeld()
 	require.NoError(t, n.Prepare(32, 16))
 	readToken(t, n.Dialer(), l.Addr().(*vsock.Addr).Port)
@@ -323,7 +333,7 @@ func TestPrepareCloseFreesEveryDescriptor(t *testing.T) {
 	waitUntil(t, "8 descriptors held", fds(before+8))
 	require.NoError(t, n.Close())
 	waitUntil(t, "the store's and the namespace's own descriptors closed", fds(before-1))
-	assert.Equal(t, heldBefore, vsockns.ReadyHeld())
+	waitUntil(t, "nothing held", func() bool { return vsockns.ReadyHeld() == heldBefore })
 	assert.ErrorIs(t, n.Prepare(1, 1), vsockns.ErrNamespaceClosed)
 }
 
@@ -338,11 +348,11 @@ func TestPrepareIdleStoreDrains(t *testing.T) {
 	tokenServer(t, l, "x")
 	port := l.Addr().(*vsock.Addr).Port
 	require.NoError(t, n.Prepare(8, 0))
-	before := fdCount(t)
+	before := settledFdCount(t)
 	readToken(t, n.Dialer(), port)
 	waitHeld(t, n, false, 8)
 	waitHeld(t, n, false, 0) // no dial for 2 s
-	assert.Equal(t, before, fdCount(t))
+	waitUntil(t, "the drained sockets closed", func() bool { return fdCount(t) <= before })
 	readToken(t, n.Dialer(), port) // the next dial starts it again
 	waitHeld(t, n, false, 8)
 }
@@ -439,7 +449,7 @@ func TestPrepareCapUnder1000Namespaces(t *testing.T) {
 			n.Close()
 		}
 	})
-	heldBefore := vsockns.ReadyHeld()
+	settledFdCount(t)
 	setNoFile(t, uint64(fdCount(t)+1200))
 	limit := vsockns.ReadyLimit()
 	require.Less(t, limit, int64(count*8), "the bound binds")
@@ -465,7 +475,7 @@ func TestPrepareCapUnder1000Namespaces(t *testing.T) {
 		require.NoError(t, n.Close())
 	}
 	refs = nil
-	assert.Equal(t, heldBefore, vsockns.ReadyHeld(), "every store closed with its namespace")
+	waitUntil(t, "every store closed with its namespace", func() bool { return vsockns.ReadyHeld() == 0 })
 }
 
 // With descriptors nearly exhausted the store stays short (EMFILE while
@@ -476,7 +486,7 @@ func TestPrepareDescriptorExhaustion(t *testing.T) {
 	require.NoError(t, err)
 	tokenServer(t, l, "x")
 	port := l.Addr().(*vsock.Addr).Port
-	base := fdCount(t)
+	base := settledFdCount(t)
 	require.NoError(t, n.Prepare(64, 0))
 	// Room for a dial's socket, the accepted one and a few more.
 	setNoFile(t, uint64(fdCount(t)+8))
@@ -488,4 +498,64 @@ func TestPrepareDescriptorExhaustion(t *testing.T) {
 	assert.Greater(t, made, 0, "and still made what it could")
 	require.NoError(t, n.Close())
 	waitUntil(t, "the store's and the namespace's descriptors closed", func() bool { return fdCount(t) == base-1 })
+}
+
+// A namespace served by a helper process (CreateUserNamespace): sockets
+// made ahead come from the helper, off the dialer's path; dials take them
+// while the helper is stopped, and Close does not wait for a stopped or
+// killed helper's refill.
+func TestPrepareUserNamespace(t *testing.T) {
+	if !namespacesExpected(t) {
+		_, err := vsockns.CreateUserNamespace(context.Background(), vsockns.ModeLocal)
+		require.ErrorIs(t, err, vsockns.ErrNotSupported)
+		return
+	}
+	for _, fault := range []syscall.Signal{syscall.SIGSTOP, syscall.SIGKILL} {
+		t.Run(fault.String(), func(t *testing.T) {
+			settledFdCount(t)
+			heldBefore := vsockns.ReadyHeld()
+			n, err := vsockns.CreateUserNamespace(context.Background(), vsockns.ModeLocal)
+			require.NoError(t, err)
+			helpers := helperPIDs(t)
+			require.Len(t, helpers, 1)
+			l, err := n.ListenConfig().ListenVsock(context.Background(), vsock.Local, 5400)
+			require.NoError(t, err)
+			tokenServer(t, l, "inside")
+			require.NoError(t, n.Prepare(8, 0))
+			d := n.Dialer()
+			require.Equal(t, "inside", readToken(t, d, 5400))
+			waitHeld(t, n, false, 8)
+			_, made, _ := vsockns.ReadyStats(n, false)
+			assert.Equal(t, 8, made, "made by the helper")
+
+			require.NoError(t, syscall.Kill(helpers[0], fault))
+			if fault == syscall.SIGSTOP {
+				defer syscall.Kill(helpers[0], syscall.SIGCONT)
+			}
+			// The sockets already made need no helper to connect.
+			for range 8 {
+				require.Equal(t, "inside", readToken(t, d, 5400))
+			}
+			// Then the usual path: a request the stopped helper never
+			// answers ends at the deadline; a killed one's at once.
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			_, err = d.DialVsock(ctx, vsock.Local, 5400)
+			require.Error(t, err)
+			if fault == syscall.SIGSTOP {
+				assert.ErrorIs(t, err, context.DeadlineExceeded)
+			} else {
+				assert.ErrorIs(t, err, net.ErrClosed, "the helper has exited")
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- n.Close() }()
+			select {
+			case err := <-closed:
+				require.NoError(t, err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("Close waited for the helper's refill")
+			}
+			waitUntil(t, "nothing left held", func() bool { return vsockns.ReadyHeld() == heldBefore })
+		})
+	}
 }
