@@ -221,3 +221,48 @@ func ExampleDialSeqpacket() {
 	// "first message" truncated=false
 	// "second, longer m" truncated=true
 }
+
+// An agent that dials one namespace often keeps sockets made ahead there:
+// its dials then skip the switch into the namespace, and the store refills
+// in batches, one switch each, off the dialer's path.
+func ExampleNamespace_Prepare() {
+	ns, err := vsockns.CreateNamespace(vsockns.ModeLocal)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ns.Close()
+	if err := ns.Prepare(16, 0); err != nil { // up to 16 stream sockets, no SOCK_SEQPACKET ones
+		log.Fatal(err)
+	}
+
+	l, err := ns.ListenConfig().Listen(context.Background(), "vsock", ":0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("ok"))
+			c.Close()
+		}
+	}()
+	d := ns.Dialer()
+	addr := fmt.Sprintf("local:%d", l.Addr().(*vsock.Addr).Port)
+	for range 3 {
+		c, err := d.DialContext(context.Background(), "vsock", addr)
+		if err != nil {
+			log.Fatal(err)
+		}
+		b, _ := io.ReadAll(c)
+		c.Close()
+		fmt.Println(string(b))
+	}
+	// Output:
+	// ok
+	// ok
+	// ok
+}
