@@ -131,3 +131,6 @@ func (*Vhost) SetVringAddr(uint32, VringAddr) error { return errPlatform }
 func (*Vhost) SetVringKick(uint32, *os.File) error  { return errPlatform }
 func (*Vhost) SetVringCall(uint32, *os.File) error  { return errPlatform }
 func (*Vhost) SetRunning(bool) error                { return errPlatform }
+
+func listSockets(context.Context, nsRef) ([]Socket, error) { return nil, errPlatform }
+func nodeSockets(context.Context) (*NodeListing, error)    { return nil, errPlatform }
