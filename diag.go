@@ -272,3 +272,10 @@ func (e *IncompleteError) Unwrap() []error {
 // [*IncompleteError]. Without vsock_diag it fails with
 // [ErrDiagUnavailable] and no listing.
 func NodeSockets(ctx context.Context) (*NodeListing, error) { return nodeSockets(ctx) }
+
+// SocketOwners returns the processes holding a descriptor of each socket,
+// keyed by the socket's inode ([Socket.Inode]), from every process's
+// /proc/PID/fd. Processes whose descriptors cannot be read (another
+// user's, for an unprivileged caller) make it return what it found with
+// an [*IncompleteError] naming them.
+func SocketOwners() (map[uint64][]Process, error) { return socketOwners() }

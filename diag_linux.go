@@ -160,7 +160,9 @@ type diagConn struct {
 	ctx context.Context
 }
 
-var kernel = &unix.SockaddrNetlink{Family: unix.AF_NETLINK}
+// toKernel is the kernel's netlink address: a new one each time, as
+// unix.Sendto writes its raw form into the value it is given.
+func toKernel() unix.Sockaddr { return &unix.SockaddrNetlink{Family: unix.AF_NETLINK} }
 
 func (d *diagConn) Close() error { return d.c.Close() }
 
@@ -169,7 +171,7 @@ func (d *diagConn) Send(m netlink.Message) error {
 	if err != nil {
 		return err
 	}
-	return d.c.Sendto(d.ctx, b, 0, kernel)
+	return d.c.Sendto(d.ctx, b, 0, toKernel())
 }
 
 func (d *diagConn) SendMessages(ms []netlink.Message) error {
@@ -181,7 +183,7 @@ func (d *diagConn) SendMessages(ms []netlink.Message) error {
 		}
 		buf = append(buf, b...)
 	}
-	return d.c.Sendto(d.ctx, buf, 0, kernel)
+	return d.c.Sendto(d.ctx, buf, 0, toKernel())
 }
 
 func (d *diagConn) Receive() ([]netlink.Message, error) {

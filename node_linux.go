@@ -111,6 +111,13 @@ func (s *nodeScan) scanProcess(pid int) {
 			ns.info.PIDs = append(ns.info.PIDs, pid)
 		}
 	}
+	s.scanFDs(pid, true)
+}
+
+// scanFDs records the sockets pid holds and, with namespaces, the network
+// namespaces it holds descriptors of.
+func (s *nodeScan) scanFDs(pid int, namespaces bool) {
+	dir := fmt.Sprintf("%s/%d", procDir, pid)
 	fds, err := os.ReadDir(dir + "/fd")
 	if err != nil {
 		if !gone(err) {
@@ -129,7 +136,7 @@ func (s *nodeScan) scanProcess(pid int) {
 			if o := s.owners[ino]; len(o) == 0 || o[len(o)-1] != pid {
 				s.owners[ino] = append(o, pid)
 			}
-		} else if ino, ok := linkInode(link, "net:["); ok {
+		} else if ino, ok := linkInode(link, "net:["); ok && namespaces {
 			ns := s.byIno[ino]
 			if ns == nil {
 				fd, err := openNS(dir + "/fd/" + e.Name())
@@ -332,16 +339,7 @@ func nodeSockets(ctx context.Context) (*NodeListing, error) {
 		l.Namespaces = append(l.Namespaces, ns.info)
 		for _, s := range socks[i] {
 			ns := NodeSocket{Socket: s, Namespace: ns.info}
-			pids := scan.owners[s.Inode]
-			slices.Sort(pids)
-			for _, pid := range pids {
-				c, ok := comms[pid]
-				if !ok {
-					c = command(pid)
-					comms[pid] = c
-				}
-				ns.Owners = append(ns.Owners, Process{PID: pid, Command: c})
-			}
+			ns.Owners = processes(scan.owners[s.Inode], comms)
 			l.Sockets = append(l.Sockets, ns)
 		}
 	}
@@ -349,6 +347,44 @@ func nodeSockets(ctx context.Context) (*NodeListing, error) {
 		return l, inc
 	}
 	return l, nil
+}
+
+// processes describes pids (sorting them), with their commands cached in
+// comms.
+func processes(pids []int, comms map[int]string) []Process {
+	slices.Sort(pids)
+	var ps []Process
+	for _, pid := range pids {
+		c, ok := comms[pid]
+		if !ok {
+			c = command(pid)
+			comms[pid] = c
+		}
+		ps = append(ps, Process{PID: pid, Command: c})
+	}
+	return ps
+}
+
+func socketOwners() (map[uint64][]Process, error) {
+	s := &nodeScan{byIno: map[uint64]*nodeNamespace{}, owners: map[uint64][]int{}}
+	d, err := os.ReadDir(procDir)
+	if err != nil {
+		return nil, fmt.Errorf("vsockns: socket owners: %w", err)
+	}
+	for _, e := range d {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid > 0 {
+			s.scanFDs(pid, false)
+		}
+	}
+	comms := map[int]string{}
+	owners := make(map[uint64][]Process, len(s.owners))
+	for ino, pids := range s.owners {
+		owners[ino] = processes(pids, comms)
+	}
+	if len(s.unread) > 0 {
+		return owners, &IncompleteError{UnreadPIDs: s.unread}
+	}
+	return owners, nil
 }
 
 // command is a process's /proc/PID/comm ("" if it exited).

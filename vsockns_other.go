@@ -134,3 +134,4 @@ func (*Vhost) SetRunning(bool) error                { return errPlatform }
 
 func listSockets(context.Context, nsRef) ([]Socket, error) { return nil, errPlatform }
 func nodeSockets(context.Context) (*NodeListing, error)    { return nil, errPlatform }
+func socketOwners() (map[uint64][]Process, error)          { return nil, errPlatform }

@@ -22,6 +22,10 @@ commands:
   ls                         list named namespaces (--all: every process's) with modes
   dial CID PORT              connect from a namespace; pipe stdin/stdout
   listen PORT                listen in a namespace; pipe the connection to stdin/stdout
+  ss [--all] [-l] [--cid N] [--port N] [-p] [--json]
+                             list a namespace's vsock sockets (--all: every namespace's) as ss(8)
+                             does, with the namespace, its mode and (-p) the processes holding them;
+                             needs the vsock_diag module
   vm [--cid C] [--serve PATH] -- COMMAND [ARGS]
                              run a VMM with /dev/vhost-vsock opened in a new local namespace
                              of your own (no privileges needed) and a guest CID claimed there:
@@ -32,7 +36,7 @@ commands:
 namespace flags (every command that acts in one):
   --netns NAME|PATH          a named namespace (/run/netns/NAME) or a namespace file
   --pid PID                  the network namespace of process PID
-  --socket PATH              (dial, listen, mode) the namespace a vsockns vm --serve PATH serves
+  --socket PATH              (dial, listen, mode, ss) the namespace a vsockns vm --serve PATH serves
 `
 
 // interrupted means the command was ended by SIGINT or SIGTERM.
@@ -78,6 +82,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		"dial":       c.dial,
 		"listen":     c.listen,
 		"vm":         c.vm,
+		"ss":         c.ss,
 	}
 	fn, ok := cmds[args[0]]
 	if !ok {

@@ -66,7 +66,7 @@ func (c *cli) flagSet(name string, target *nsTarget) *flag.FlagSet {
 	if target != nil {
 		fs.StringVar(&target.netns, "netns", "", "named namespace (/run/netns/NAME) or namespace file `NAME|PATH`")
 		fs.IntVar(&target.pid, "pid", 0, "use the network namespace of process `PID`")
-		if name == "dial" || name == "listen" || name == "mode" {
+		if name == "dial" || name == "listen" || name == "mode" || name == "ss" {
 			fs.StringVar(&target.socket, "socket", "", "the namespace served at unix socket `PATH` (vsockns vm --serve)")
 		}
 	}
