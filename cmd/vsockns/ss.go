@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/mdlayher/vsock"
+	"github.com/vishvananda/netns"
 
 	"github.com/vsockns/vsockns"
 )
@@ -155,15 +156,27 @@ func namespaceRows(ctx context.Context, t *nsTarget, f ssFilter) ([]ssRow, error
 		}
 	}
 	defer ns.Close()
-	socks, err := ns.Sockets(ctx)
+	var socks []vsockns.Socket
+	var err error
+	var m vsockns.Mode
+	var modeErr error
+	if t.netns == "" && t.pid == 0 && t.socket == "" {
+		// The current namespace: no switch (entering even one's own
+		// namespace takes CAP_SYS_ADMIN, which an ordinary user lacks).
+		socks, err = vsockns.Sockets(ctx, netns.None())
+		m, modeErr = vsockns.NamespaceMode(netns.None())
+	} else {
+		socks, err = ns.Sockets(ctx)
+		m, modeErr = ns.Mode()
+	}
 	if err != nil {
 		return nil, err
 	}
 	var mode *vsockns.Mode
-	if m, err := ns.Mode(); err == nil {
+	if modeErr == nil {
 		mode = &m
-	} else if !errors.Is(err, vsockns.ErrNotSupported) {
-		return nil, err
+	} else if !errors.Is(modeErr, vsockns.ErrNotSupported) {
+		return nil, modeErr
 	}
 	var owners map[uint64][]vsockns.Process
 	var ownErr error
