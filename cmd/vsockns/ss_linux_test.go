@@ -197,7 +197,7 @@ func TestCLISSScale(t *testing.T) {
 	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim))
 	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
 	ss, ssErr := exec.LookPath(cmp.Or(os.Getenv("VSOCKNS_SS"), "ss")) // `make bench-ss` names the guest's
-	named := withNS && ssErr == nil // ss -N needs names
+	named := withNS && ssErr == nil                                   // ss -N needs names
 	ctx := context.Background()
 	start := time.Now()
 	ids := map[string]int{}
