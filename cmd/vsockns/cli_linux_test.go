@@ -48,6 +48,12 @@ func runCLI(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(cliPath(t), args...)
 	cmd.Stdin = strings.NewReader(stdin)
+	return runCmd(t, cmd)
+}
+
+// runCmd runs cmd and returns its status and output.
+func runCmd(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
