@@ -117,21 +117,32 @@ func (s *nodeScan) scanProcess(pid int) {
 // scanFDs records the sockets pid holds and, with namespaces, the network
 // namespaces it holds descriptors of.
 func (s *nodeScan) scanFDs(pid int, namespaces bool) {
-	dir := fmt.Sprintf("%s/%d", procDir, pid)
-	fds, err := os.ReadDir(dir + "/fd")
+	path := fmt.Sprintf("%s/%d/fd", procDir, pid)
+	dfd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if !gone(err) {
 			s.unread = append(s.unread, pid)
 		}
 		return
 	}
+	dir := os.NewFile(uintptr(dfd), path)
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		if !gone(err) {
+			s.unread = append(s.unread, pid)
+		}
+		return
+	}
+	// Each link read relative to the directory: no walk of the path
+	// for each of what may be thousands of descriptors.
 	buf := make([]byte, 64)
-	for _, e := range fds {
-		n, err := unix.Readlink(dir+"/fd/"+e.Name(), buf)
+	for _, name := range names {
+		n, err := unix.Readlinkat(dfd, name, buf)
 		if err != nil {
 			continue // closed meanwhile
 		}
-		link := string(buf[:n])
+		link := buf[:n]
 		if ino, ok := linkInode(link, "socket:["); ok {
 			if o := s.owners[ino]; len(o) == 0 || o[len(o)-1] != pid {
 				s.owners[ino] = append(o, pid)
@@ -139,7 +150,7 @@ func (s *nodeScan) scanFDs(pid int, namespaces bool) {
 		} else if ino, ok := linkInode(link, "net:["); ok && namespaces {
 			ns := s.byIno[ino]
 			if ns == nil {
-				fd, err := openNS(dir + "/fd/" + e.Name())
+				fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 				if err != nil {
 					continue
 				}
@@ -153,12 +164,18 @@ func (s *nodeScan) scanFDs(pid int, namespaces bool) {
 }
 
 // linkInode parses a /proc/PID/fd link such as "socket:[123]".
-func linkInode(link, prefix string) (uint64, bool) {
-	if !strings.HasPrefix(link, prefix) || !strings.HasSuffix(link, "]") {
+func linkInode(link []byte, prefix string) (uint64, bool) {
+	if len(link) <= len(prefix)+1 || string(link[:len(prefix)]) != prefix || link[len(link)-1] != ']' {
 		return 0, false
 	}
-	ino, err := strconv.ParseUint(link[len(prefix):len(link)-1], 10, 64)
-	return ino, err == nil
+	var ino uint64
+	for _, c := range link[len(prefix) : len(link)-1] {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		ino = ino*10 + uint64(c-'0')
+	}
+	return ino, true
 }
 
 // netnsDirs are where ip-netns(8) keeps named namespaces.
@@ -258,11 +275,16 @@ func listNamespace(ctx context.Context, ns *nodeNamespace) ([]Socket, error) {
 	fd := -1
 	var mode string
 	var modeErr error
+	// Without vsock namespaces there is no mode to read (and the failed
+	// open's explanation costs a probe socket each time).
+	modes := supported() == nil
 	err := inNamespace(ctx, ns, func() (err error) {
 		if fd, err = diagSocket(); err != nil {
 			return err
 		}
-		mode, modeErr = readSysctl("ns_mode")
+		if modes {
+			mode, modeErr = readSysctl("ns_mode")
+		}
 		return nil
 	})
 	if err != nil {
@@ -272,7 +294,7 @@ func listNamespace(ctx context.Context, ns *nodeNamespace) ([]Socket, error) {
 		return nil, diagError(err)
 	}
 	switch m, err := ParseMode(mode); {
-	case errors.Is(modeErr, ErrNotSupported):
+	case !modes, errors.Is(modeErr, ErrNotSupported):
 		// A kernel without vsock namespaces: no mode to report.
 	case modeErr != nil:
 		unix.Close(fd)
