@@ -404,3 +404,42 @@ func hasListener(socks []vsockns.Socket, port uint32) bool {
 	}
 	return false
 }
+
+// A namespace CreateUserNamespace made lists its sockets through its
+// helper (the remote protocol's diag request): the netlink socket is made
+// in the namespace by the helper, the dump runs here.
+func TestSocketsOfUserNamespace(t *testing.T) {
+	needDiag(t)
+	ctx := context.Background()
+	if !testenv.NamespacesExpected(t) {
+		_, err := vsockns.CreateUserNamespace(ctx, vsockns.ModeLocal)
+		require.ErrorIs(t, err, vsockns.ErrNotSupported)
+		return
+	}
+	ns, err := vsockns.CreateUserNamespace(ctx, vsockns.ModeLocal)
+	require.NoError(t, err)
+	defer ns.Close()
+	l, err := ns.ListenConfig().ListenVsock(ctx, vmaddrAny, 44000)
+	require.NoError(t, err)
+	defer l.Close()
+	ino := inode(t, l)
+	socks, err := ns.Sockets(ctx)
+	require.NoError(t, err)
+	found := 0
+	for _, s := range socks {
+		if s.Inode == ino {
+			found++
+			assert.Equal(t, vsockns.StateListening, s.State)
+			assert.Equal(t, uint32(44000), s.Local.Port)
+		}
+	}
+	assert.Equal(t, 1, found, "the listener, through the helper")
+	here, err := vsockns.Sockets(ctx, netns.None())
+	require.NoError(t, err)
+	for _, s := range here {
+		assert.NotEqual(t, ino, s.Inode, "the user namespace's listener in the init namespace's list")
+	}
+	require.NoError(t, ns.Close())
+	_, err = ns.Sockets(ctx)
+	require.ErrorIs(t, err, vsockns.ErrNamespaceClosed)
+}
