@@ -15,7 +15,7 @@ SHELL := /bin/bash
 # long part (about 3 s each under TCG plus the tests).
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all test vet host-test vm-test kernel qemu cc demo bench bench-scale clean
+.PHONY: all test vet host-test vm-test kernel qemu cc demo bench bench-scale bench-ss clean
 
 all: test
 
@@ -72,6 +72,11 @@ bench: qemu kernel
 ## hundred), each case in a process of its own, in the newest 7.x VM.
 bench-scale: qemu kernel
 	VSOCKNS_BENCH_SCALE=1 VSOCKNS_REQUIRE_VM=1 $(GO) test -count=1 -timeout 100m -run '^TestBenchScale$$' -v ./internal/vm
+
+## bench-ss: `vsockns ss --all` over 1000 namespaces beside ss(8) run once
+## per namespace (this machine's iproute2 packed into the guest).
+bench-ss: qemu kernel
+	VSOCKNS_BENCH_SS=1 VSOCKNS_REQUIRE_VM=1 $(GO) test -count=1 -timeout 40m -run '^TestBenchSS$$' -v ./internal/vm
 
 clean:
 	rm -rf .cache/vm

@@ -3,6 +3,7 @@ module github.com/vsockns/vsockns
 go 1.26.8
 
 require (
+	github.com/mdlayher/netlink v1.11.2
 	github.com/mdlayher/socket v0.8.0
 	github.com/mdlayher/vsock v1.4.0
 	github.com/stretchr/testify v1.12.1
@@ -13,6 +14,7 @@ require (
 )
 
 require (
+	github.com/google/go-cmp v0.7.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 )

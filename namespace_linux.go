@@ -314,6 +314,9 @@ type backend interface {
 	openVhost(ctx context.Context) (int, error)
 	readSysctl(ctx context.Context, name string) (string, error)
 	writeSysctl(ctx context.Context, name, value string) error
+	// diagSocket creates a NETLINK_SOCK_DIAG socket (non-blocking,
+	// close-on-exec), which lists the namespace's sockets.
+	diagSocket(ctx context.Context) (int, error)
 	// String names the namespace in error messages.
 	String() string
 }

@@ -37,7 +37,7 @@ const maxMessage = 16 << 10
 
 type request struct {
 	ID    uint64 `json:"id"`
-	Op    string `json:"op"` // opSocket, opVhost, opRead, opWrite, opCancel
+	Op    string `json:"op"` // opSocket, opVhost, opRead, opWrite, opDiag, opCancel
 	Type  int    `json:"type,omitempty"`
 	Name  string `json:"name,omitempty"`
 	Value string `json:"value,omitempty"`
@@ -48,6 +48,7 @@ const (
 	opVhost  = "vhost"
 	opRead   = "read"
 	opWrite  = "write"
+	opDiag   = "diag" // a NETLINK_SOCK_DIAG socket
 	opCancel = "cancel"
 )
 
@@ -410,6 +411,14 @@ func (r *remote) openVhost(ctx context.Context) (int, error) {
 	return fd, err
 }
 
+func (r *remote) diagSocket(ctx context.Context) (int, error) {
+	_, fd, err := r.call(ctx, request{Op: opDiag})
+	if err == nil && fd < 0 {
+		err = errors.New("vsockns: protocol: a diag reply without a descriptor")
+	}
+	return fd, err
+}
+
 func (r *remote) readSysctl(ctx context.Context, name string) (string, error) {
 	rep, fd, err := r.call(ctx, request{Op: opRead, Name: name})
 	if fd >= 0 {
@@ -488,7 +497,8 @@ func serve(conn *net.UnixConn, b backend, nsfd int) error {
 
 // perform runs one request with b. Only the operations and names the
 // package itself asks for are served: sockets of the vsock types, the
-// vhost device, and sysctls under /proc/sys/net/vsock.
+// vhost device, a sock_diag netlink socket (which lists the namespace's
+// sockets) and sysctls under /proc/sys/net/vsock.
 func perform(ctx context.Context, b backend, req request) (reply, int) {
 	rep := reply{ID: req.ID}
 	fd := -1
@@ -503,6 +513,8 @@ func perform(ctx context.Context, b backend, req request) (reply, int) {
 		}
 	case opVhost:
 		fd, err = b.openVhost(ctx)
+	case opDiag:
+		fd, err = b.diagSocket(ctx)
 	case opRead, opWrite:
 		if !sysctlName(req.Name) {
 			err = fmt.Errorf("sysctl name %q: %w", req.Name, unix.EINVAL)

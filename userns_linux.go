@@ -325,4 +325,13 @@ func (b remoteNamespace) writeSysctl(ctx context.Context, name, value string) er
 	return r.writeSysctl(ctx, name, value)
 }
 
+func (b remoteNamespace) diagSocket(ctx context.Context) (int, error) {
+	r, release, err := b.hold()
+	if err != nil {
+		return -1, err
+	}
+	defer release()
+	return r.diagSocket(ctx)
+}
+
 func (b remoteNamespace) String() string { return b.n.String() }

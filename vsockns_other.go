@@ -133,4 +133,7 @@ func (*Vhost) SetVringCall(uint32, *os.File) error  { return errPlatform }
 func (*Vhost) SetRunning(bool) error                { return errPlatform }
 
 // Prepare makes no sockets outside Linux.
-func (*Namespace) Prepare(int, int) error { return errPlatform }
+func (*Namespace) Prepare(int, int) error                  { return errPlatform }
+func listSockets(context.Context, nsRef) ([]Socket, error) { return nil, errPlatform }
+func nodeSockets(context.Context) (*NodeListing, error)    { return nil, errPlatform }
+func socketOwners() (map[uint64][]Process, error)          { return nil, errPlatform }

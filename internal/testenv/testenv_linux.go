@@ -245,9 +245,22 @@ const holderEnv = "VSOCKNS_TESTENV_HOLDER"
 // HoldIfAsked first thing.
 func StartHolder(t testing.TB, test string) int {
 	t.Helper()
+	return startHolder(t, test, syscall.CLONE_NEWNET, nil)
+}
+
+// StartFileHolder is StartHolder for a process that stays in the test's
+// namespace and holds files, as its descriptors 3, 4, ...
+func StartFileHolder(t testing.TB, test string, files ...*os.File) int {
+	t.Helper()
+	return startHolder(t, test, 0, files)
+}
+
+func startHolder(t testing.TB, test string, cloneflags uintptr, files []*os.File) int {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$")
 	cmd.Env = append(os.Environ(), holderEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: cloneflags}
+	cmd.ExtraFiles = files
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())

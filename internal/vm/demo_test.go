@@ -13,7 +13,7 @@ import (
 )
 
 // demoExamples are the programs `make demo` runs, in order.
-var demoExamples = []string{"loopback", "cidreuse", "containerdial", "httpvsock", "vmm", "rootless"}
+var demoExamples = []string{"loopback", "cidreuse", "containerdial", "httpvsock", "vmm", "rootless", "nodesockets"}
 
 // TestDemo is `make demo`: it runs the examples/ programs (the seed
 // article's scenarios and the library's main uses) on a kernel with vsock
@@ -38,12 +38,17 @@ func TestDemo(t *testing.T) {
 		}
 		bins = append(bins, Binary{Name: ex, Path: p})
 	}
+	// nodesockets runs `vsockns ss --all`.
+	cli, err := BuildCommand(root, work, "./cmd/vsockns")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	var runs []*RunResult
 	var where string
 	if why := nativeUnsupported(); why == "" {
 		where = "natively on this machine's kernel"
-		runs = runNative(t, bins, nil)
+		runs = runNative(t, bins, []string{"VSOCKNS_CLI=" + cli})
 	} else {
 		kernels, _ := requireVM(t)
 		k := kernels[0]
@@ -51,7 +56,8 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("the newest kernel found, %s, has no vsock namespaces; run `make kernel`", k.Release)
 		}
 		where = fmt.Sprintf("in a QEMU VM running Linux %s (%s)", k.Release, why)
-		res := boot(t, Config{Kernel: k, Init: mustInit(t, root, work), Binaries: bins, WorkDir: work})
+		res := boot(t, Config{Kernel: k, Init: mustInit(t, root, work), Binaries: bins, WorkDir: work,
+			Commands: []string{cli}, Env: []string{"VSOCKNS_CLI=/bin/" + filepath.Base(cli)}})
 		runs = res.Runs
 	}
 

@@ -21,6 +21,9 @@ var RequiredModules = []string{
 	"vhost_iotlb",
 	"vhost",
 	"vhost_vsock",
+	// The sock_diag handler for AF_VSOCK (sock_diag itself is built into
+	// Debian's kernels): what lists a namespace's vsock sockets.
+	"vsock_diag",
 }
 
 // A Kernel is a bootable kernel image and the directory its modules are in.
