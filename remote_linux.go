@@ -31,6 +31,9 @@ import (
 
 const protocolVersion = 1
 
+// errProtocol is what every error of a malformed message wraps.
+var errProtocol = errors.New("vsockns: protocol")
+
 // maxMessage bounds one message: requests and replies are a few hundred
 // bytes.
 const maxMessage = 16 << 10
@@ -173,7 +176,7 @@ func recvMsg(c *net.UnixConn, v any) (int, error) {
 	if oobn > 0 {
 		msgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
 		if perr != nil {
-			return -1, fmt.Errorf("vsockns: protocol: control message: %w", perr)
+			return -1, fmt.Errorf("%w: control message: %w", errProtocol, perr)
 		}
 		for _, m := range msgs {
 			if r, perr := unix.ParseUnixRights(&m); perr == nil {
@@ -191,14 +194,14 @@ func recvMsg(c *net.UnixConn, v any) (int, error) {
 		return -1, io.EOF // the peer closed its end
 	case flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0:
 		closeAll()
-		return -1, errors.New("vsockns: protocol: message truncated")
+		return -1, fmt.Errorf("%w: message truncated", errProtocol)
 	case len(fds) > 1:
 		closeAll()
-		return -1, fmt.Errorf("vsockns: protocol: %d descriptors in one message", len(fds))
+		return -1, fmt.Errorf("%w: %d descriptors in one message", errProtocol, len(fds))
 	}
 	if err := json.Unmarshal(buf[:n], v); err != nil {
 		closeAll()
-		return -1, fmt.Errorf("vsockns: protocol: %w", err)
+		return -1, fmt.Errorf("%w: %w", errProtocol, err)
 	}
 	if len(fds) == 1 {
 		return fds[0], nil
@@ -245,7 +248,7 @@ func newRemote(ctx context.Context, conn *net.UnixConn) (*remote, int, error) {
 				unix.Close(res.fd)
 			}
 			r.close()
-			return nil, -1, fmt.Errorf("vsockns: protocol: hello of version %d (want %d) with descriptor %t", res.r.Version, protocolVersion, res.fd >= 0)
+			return nil, -1, fmt.Errorf("%w: hello of version %d (want %d) with descriptor %t", errProtocol, res.r.Version, protocolVersion, res.fd >= 0)
 		}
 		return r, res.fd, nil
 	case <-r.done:
@@ -397,7 +400,7 @@ func (r *remote) close() {
 func (r *remote) socket(ctx context.Context, typ int) (int, error) {
 	_, fd, err := r.call(ctx, request{Op: opSocket, Type: typ})
 	if err == nil && fd < 0 {
-		err = errors.New("vsockns: protocol: a socket reply without a descriptor")
+		err = fmt.Errorf("%w: a socket reply without a descriptor", errProtocol)
 	}
 	return fd, err
 }
@@ -405,7 +408,7 @@ func (r *remote) socket(ctx context.Context, typ int) (int, error) {
 func (r *remote) openVhost(ctx context.Context) (int, error) {
 	_, fd, err := r.call(ctx, request{Op: opVhost})
 	if err == nil && fd < 0 {
-		err = errors.New("vsockns: protocol: a vhost reply without a descriptor")
+		err = fmt.Errorf("%w: a vhost reply without a descriptor", errProtocol)
 	}
 	return fd, err
 }

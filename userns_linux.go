@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -52,13 +53,12 @@ func helperMain(spec string) int {
 		return 2
 	}
 	defer conn.Close()
-	var version int
-	var mode string
-	if n, _ := fmt.Sscanf(spec, "%d %s", &version, &mode); n != 2 || version != protocolVersion {
-		fmt.Fprintf(os.Stderr, "vsockns helper: %s=%q: not a request of protocol version %d\n", HelperEnv, spec, protocolVersion)
+	m, err := parseHelperSpec(spec)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vsockns helper: %s=%q: %v\n", HelperEnv, spec, err)
 		return 2
 	}
-	nsfd, err := helperNamespace(mode)
+	nsfd, err := helperNamespace(m)
 	if err != nil {
 		sendMsg(conn, reply{Version: protocolVersion, Err: encodeError(err)}, -1)
 		return 1
@@ -74,16 +74,29 @@ func helperMain(spec string) int {
 	return 0
 }
 
+// helperSpec is the value of HelperEnv that asks for a namespace of mode m.
+func helperSpec(m Mode) string { return fmt.Sprintf("%d %s", protocolVersion, m) }
+
+// parseHelperSpec reads a value of HelperEnv: exactly what helperSpec
+// writes, for a valid mode.
+func parseHelperSpec(spec string) (Mode, error) {
+	version, mode, _ := strings.Cut(spec, " ")
+	if version != strconv.Itoa(protocolVersion) {
+		return 0, fmt.Errorf("not a request of protocol version %d", protocolVersion)
+	}
+	m, err := ParseMode(mode)
+	if err != nil {
+		return 0, err
+	}
+	return m, nil
+}
+
 // helperNamespace makes the helper's namespace of mode: its own first
 // namespace (made with it, in its user namespace) when that has the mode,
 // else a child of it. It returns a descriptor of the namespace.
-func helperNamespace(mode string) (int, error) {
-	m, err := ParseMode(mode)
-	if err != nil {
-		return -1, err
-	}
+func helperNamespace(m Mode) (int, error) {
 	fd := -1
-	err = nsthread.Run(context.Background(), nsthread.Long, nsthread.Caller(), func() error {
+	err := nsthread.Run(context.Background(), nsthread.Long, nsthread.Caller(), func() error {
 		own, err := readSysctl("ns_mode")
 		if err != nil {
 			return err
@@ -146,7 +159,7 @@ func startHelper(m Mode) (*net.UnixConn, *helper, error) {
 		// working if the file was replaced or removed since.
 		Path:       "/proc/self/exe",
 		Args:       []string{"vsockns-helper"},
-		Env:        []string{fmt.Sprintf("%s=%d %s", HelperEnv, protocolVersion, m)},
+		Env:        []string{HelperEnv + "=" + helperSpec(m)},
 		ExtraFiles: []*os.File{theirs},
 		Stderr:     os.Stderr,
 		SysProcAttr: &syscall.SysProcAttr{
