@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -421,5 +422,89 @@ func FuzzHelperSpec(f *testing.F) {
 		if want := helperSpec(m); spec != want {
 			t.Fatalf("parseHelperSpec(%q) accepted it as %q", spec, want)
 		}
+	})
+}
+
+// FuzzNamespaceServe: a client of the server's own user that sends
+// anything (after reading its hello) costs the other clients nothing: one
+// that connects meanwhile is served, and once the garbage's sender is gone
+// and the server stopped, no descriptor it sent is left open. Serving
+// enters the namespace (the test's own): root only.
+func FuzzNamespaceServe(f *testing.F) {
+	for _, s := range seedRequests {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if os.Geteuid() != 0 {
+			t.Skip("Namespace.Serve enters the namespace it serves (setns): needs root")
+		}
+		defer noMarkers(t)
+		n, err := OpenNamespace(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		path := filepath.Join(t.TempDir(), "ns.sock")
+		l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- n.Serve(ctx, l) }()
+		defer func() {
+			cancel()
+			if err := <-served; !errors.Is(err, context.Canceled) {
+				t.Errorf("Serve: %v, want context.Canceled", err)
+			}
+		}()
+
+		bad, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bad.Close()
+		var hello reply
+		fd, err := recvMsg(bad, &hello)
+		if err != nil || fd < 0 {
+			t.Fatalf("hello: descriptor %d, %v", fd, err)
+		}
+		unix.Close(fd)
+		var drained sync.WaitGroup
+		drained.Go(func() {
+			for {
+				var rep reply
+				fd, err := recvMsg(bad, &rep)
+				if fd >= 0 {
+					unix.Close(fd)
+				}
+				if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+					return
+				}
+			}
+		})
+		for _, m := range fuzzScript(in) {
+			if !sendScripted(t, bad, m) {
+				break
+			}
+		}
+
+		// Bounded: a server that stopped serving others would keep it
+		// waiting for its hello.
+		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer dcancel()
+		good, err := DialNamespace(dctx, path)
+		if err != nil {
+			t.Fatalf("a second client, while the first sends garbage: %v", err)
+		}
+		_, err = good.Mode()
+		if errors.Is(err, net.ErrClosed) || errors.Is(err, ErrNamespaceClosed) {
+			t.Fatalf("a second client's request, while the first sends garbage: %v", err)
+		}
+		if err := good.Close(); err != nil {
+			t.Fatal(err)
+		}
+		bad.Close()
+		drained.Wait()
 	})
 }
