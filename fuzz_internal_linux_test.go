@@ -178,6 +178,7 @@ var seedReplies = [][]byte{
 	script(1, `{"id":0,"version":1}`, 1, bytes.Repeat([]byte{' '}, maxMessage+1)),
 	script(1, `{"id":0,"version":1}`, 0, ``),
 	script(1, `{"id":0,"version":1}`, 0, `{"id":1,"err":{"is":["bogus","canceled"]}}`, 0, `{"id":2,"err":null}`),
+	script(1, `{"id":0,"version":1,"err":{"text":"refused with a descriptor"}}`),
 }
 
 // FuzzRecvMsg: one message, of any bytes and with 0 to 2 descriptors,

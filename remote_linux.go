@@ -240,6 +240,9 @@ func newRemote(ctx context.Context, conn *net.UnixConn) (*remote, int, error) {
 	select {
 	case res := <-hello:
 		if res.r.Err != nil {
+			if res.fd >= 0 {
+				unix.Close(res.fd) // a refusal carries nothing to keep
+			}
 			r.close()
 			return nil, -1, res.r.Err.decode()
 		}
