@@ -612,24 +612,34 @@ func (n *Namespace) serve(ctx context.Context, l *net.UnixListener) error {
 // samePeer admits a client of the server's own user only: a namespace
 // served is its user's, as the processes in it are.
 func samePeer(c *net.UnixConn) error {
-	rc, err := c.SyscallConn()
+	uid, err := peerUID(c)
 	if err != nil {
 		return err
+	}
+	if int(uid) != os.Geteuid() {
+		return &explained{unix.EACCES, fmt.Sprintf("the namespace is served to uid %d only, not to uid %d", os.Geteuid(), uid), nil}
+	}
+	return nil
+}
+
+// peerUID is the user of c's peer (SO_PEERCRED: who connected, or who
+// listened).
+func peerUID(c *net.UnixConn) (uint32, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
 	}
 	var cred *unix.Ucred
 	var cerr error
 	if err := rc.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return err
+		return 0, err
 	}
 	if cerr != nil {
-		return os.NewSyscallError("getsockopt", cerr)
+		return 0, os.NewSyscallError("getsockopt", cerr)
 	}
-	if int(cred.Uid) != os.Geteuid() {
-		return &explained{unix.EACCES, fmt.Sprintf("the namespace is served to uid %d only, not to uid %d", os.Geteuid(), cred.Uid), nil}
-	}
-	return nil
+	return cred.Uid, nil
 }
 
 // socketType is the SO_TYPE of a listener's socket.
@@ -656,6 +666,16 @@ func dialNamespace(ctx context.Context, path string) (*Namespace, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unixpacket", path)
 	if err != nil {
+		return nil, fmt.Errorf("vsockns: %s: %w", what, err)
+	}
+	// The server must be of this user too (it serves no other): a socket
+	// another user put at path would hand over a namespace of theirs, in
+	// which this process's sockets would then be made.
+	if uid, err := peerUID(c.(*net.UnixConn)); err != nil || int(uid) != os.Geteuid() {
+		c.Close()
+		if err == nil {
+			err = &explained{unix.EACCES, fmt.Sprintf("the server runs as uid %d, not as this process's uid %d", uid, os.Geteuid()), nil}
+		}
 		return nil, fmt.Errorf("vsockns: %s: %w", what, err)
 	}
 	r, nsfd, err := newRemote(ctx, c.(*net.UnixConn))

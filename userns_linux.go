@@ -40,6 +40,14 @@ const helperFD = 3
 // asked for and serves it until the parent closes its end (or dies).
 func helperMain(spec string) int {
 	os.Unsetenv(HelperEnv)
+	if err := closeInherited(); err != nil {
+		fmt.Fprintf(os.Stderr, "vsockns helper: %v\n", err)
+		return 2
+	}
+	if err := ownUserNamespace(); err != nil {
+		fmt.Fprintf(os.Stderr, "vsockns helper: %v\n", err)
+		return 2
+	}
 	f := os.NewFile(helperFD, "vsockns-helper")
 	c, err := net.FileConn(f)
 	f.Close()
@@ -72,6 +80,43 @@ func helperMain(spec string) int {
 		return 1
 	}
 	return 0
+}
+
+// closeInherited closes the descriptors the helper inherited without
+// being given them: past helperFD, a descriptor open across exec had no
+// close-on-exec flag (one of the parent's that lacked it, which exec
+// passes on), while the runtime's own, opened since, all have it.
+func closeInherited() error {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= helperFD {
+			continue
+		}
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+			unix.Close(fd)
+		}
+	}
+	return nil
+}
+
+// ownUserNamespace checks that the helper runs as startHelper starts it:
+// in a user namespace of its own, where it is root and nobody else is
+// mapped. Started any other way (the variable set in some process's
+// environment, a socket at descriptor 3), it would act in the namespaces
+// of whoever ran it: write child_ns_mode of their namespace and serve it.
+func ownUserNamespace() error {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return err
+	}
+	if f := strings.Fields(string(b)); len(f) != 3 || f[0] != "0" || f[2] != "1" {
+		return fmt.Errorf("%w: not in a user namespace of its own (uid_map %q): only CreateUserNamespace starts the helper", unix.EPERM, strings.TrimSpace(string(b)))
+	}
+	return nil
 }
 
 // helperSpec is the value of HelperEnv that asks for a namespace of mode m.
