@@ -474,8 +474,19 @@ func serve(conn *net.UnixConn, b backend, nsfd int) error {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		mu.Lock()
-		cancels[req.ID] = cancel
+		_, busy := cancels[req.ID]
+		if !busy {
+			cancels[req.ID] = cancel
+		}
 		mu.Unlock()
+		if busy {
+			// Taking it would lose the first one's cancel, which the end
+			// of the connection then could not stop: serve waited for it
+			// forever.
+			cancel()
+			sendMsg(conn, reply{ID: req.ID, Err: encodeError(fmt.Errorf("request %d: %w: a request of that id is in progress", req.ID, unix.EINVAL))}, -1)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
