@@ -53,7 +53,10 @@ func TestSoakVM(t *testing.T) {
 		env = append(env, "VSOCKNS_SOAK_SEED="+s)
 	}
 	res := boot(t, Config{Kernel: k, Init: mustInit(t, root, work), Binaries: bins, Files: files, WorkDir: work,
-		Env: env, Timeout: d + 15*time.Minute, MemoryMB: 4096, ParallelTCG: true})
+		Env: env, Timeout: d + 15*time.Minute, MemoryMB: 4096})
+	if len(res.Runs) != 1 {
+		t.Fatalf("the soak did not run; see %s", filepath.Join(work, k.Release+".log"))
+	}
 	out := strings.ReplaceAll(string(res.Runs[0].Output), "\x16", "")
 	var summary string
 	for _, line := range strings.Split(out, "\n") {
@@ -69,7 +72,7 @@ func TestSoakVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	fmt.Printf("Soak on %s\n%s\n", what, summary)
-	if len(res.Runs) != 1 || !res.Runs[0].Ended || res.Runs[0].ExitCode != 0 || summary == "" {
+	if !res.Runs[0].Ended || res.Runs[0].ExitCode != 0 || summary == "" {
 		t.Fatalf("the soak failed or printed no summary; see %s and %s", filepath.Join(work, k.Release+".log"), filepath.Join(work, "soak.txt"))
 	}
 }
