@@ -31,6 +31,9 @@ import (
 
 const protocolVersion = 1
 
+// errProtocol is what every error of a malformed message wraps.
+var errProtocol = errors.New("vsockns: protocol")
+
 // maxMessage bounds one message: requests and replies are a few hundred
 // bytes.
 const maxMessage = 16 << 10
@@ -174,7 +177,7 @@ func recvMsg(c *net.UnixConn, v any) (int, error) {
 	if oobn > 0 {
 		msgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
 		if perr != nil {
-			return -1, fmt.Errorf("vsockns: protocol: control message: %w", perr)
+			return -1, fmt.Errorf("%w: control message: %w", errProtocol, perr)
 		}
 		for _, m := range msgs {
 			if r, perr := unix.ParseUnixRights(&m); perr == nil {
@@ -192,14 +195,14 @@ func recvMsg(c *net.UnixConn, v any) (int, error) {
 		return -1, io.EOF // the peer closed its end
 	case flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0:
 		closeAll()
-		return -1, errors.New("vsockns: protocol: message truncated")
+		return -1, fmt.Errorf("%w: message truncated", errProtocol)
 	case len(fds) > 1:
 		closeAll()
-		return -1, fmt.Errorf("vsockns: protocol: %d descriptors in one message", len(fds))
+		return -1, fmt.Errorf("%w: %d descriptors in one message", errProtocol, len(fds))
 	}
 	if err := json.Unmarshal(buf[:n], v); err != nil {
 		closeAll()
-		return -1, fmt.Errorf("vsockns: protocol: %w", err)
+		return -1, fmt.Errorf("%w: %w", errProtocol, err)
 	}
 	if len(fds) == 1 {
 		return fds[0], nil
@@ -238,6 +241,9 @@ func newRemote(ctx context.Context, conn *net.UnixConn) (*remote, int, error) {
 	select {
 	case res := <-hello:
 		if res.r.Err != nil {
+			if res.fd >= 0 {
+				unix.Close(res.fd) // a refusal carries nothing to keep
+			}
 			r.close()
 			return nil, -1, res.r.Err.decode()
 		}
@@ -246,7 +252,7 @@ func newRemote(ctx context.Context, conn *net.UnixConn) (*remote, int, error) {
 				unix.Close(res.fd)
 			}
 			r.close()
-			return nil, -1, fmt.Errorf("vsockns: protocol: hello of version %d (want %d) with descriptor %t", res.r.Version, protocolVersion, res.fd >= 0)
+			return nil, -1, fmt.Errorf("%w: hello of version %d (want %d) with descriptor %t", errProtocol, res.r.Version, protocolVersion, res.fd >= 0)
 		}
 		return r, res.fd, nil
 	case <-r.done:
@@ -398,7 +404,7 @@ func (r *remote) close() {
 func (r *remote) socket(ctx context.Context, typ int) (int, error) {
 	_, fd, err := r.call(ctx, request{Op: opSocket, Type: typ})
 	if err == nil && fd < 0 {
-		err = errors.New("vsockns: protocol: a socket reply without a descriptor")
+		err = fmt.Errorf("%w: a socket reply without a descriptor", errProtocol)
 	}
 	return fd, err
 }
@@ -406,7 +412,7 @@ func (r *remote) socket(ctx context.Context, typ int) (int, error) {
 func (r *remote) openVhost(ctx context.Context) (int, error) {
 	_, fd, err := r.call(ctx, request{Op: opVhost})
 	if err == nil && fd < 0 {
-		err = errors.New("vsockns: protocol: a vhost reply without a descriptor")
+		err = fmt.Errorf("%w: a vhost reply without a descriptor", errProtocol)
 	}
 	return fd, err
 }
@@ -477,8 +483,19 @@ func serve(conn *net.UnixConn, b backend, nsfd int) error {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		mu.Lock()
-		cancels[req.ID] = cancel
+		_, busy := cancels[req.ID]
+		if !busy {
+			cancels[req.ID] = cancel
+		}
 		mu.Unlock()
+		if busy {
+			// Taking it would lose the first one's cancel, which the end
+			// of the connection then could not stop: serve waited for it
+			// forever.
+			cancel()
+			sendMsg(conn, reply{ID: req.ID, Err: encodeError(fmt.Errorf("request %d: %w: a request of that id is in progress", req.ID, unix.EINVAL))}, -1)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -618,24 +635,34 @@ func (n *Namespace) serve(ctx context.Context, l *net.UnixListener) error {
 // samePeer admits a client of the server's own user only: a namespace
 // served is its user's, as the processes in it are.
 func samePeer(c *net.UnixConn) error {
-	rc, err := c.SyscallConn()
+	uid, err := peerUID(c)
 	if err != nil {
 		return err
+	}
+	if int(uid) != os.Geteuid() {
+		return &explained{unix.EACCES, fmt.Sprintf("the namespace is served to uid %d only, not to uid %d", os.Geteuid(), uid), nil}
+	}
+	return nil
+}
+
+// peerUID is the user of c's peer (SO_PEERCRED: who connected, or who
+// listened).
+func peerUID(c *net.UnixConn) (uint32, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
 	}
 	var cred *unix.Ucred
 	var cerr error
 	if err := rc.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return err
+		return 0, err
 	}
 	if cerr != nil {
-		return os.NewSyscallError("getsockopt", cerr)
+		return 0, os.NewSyscallError("getsockopt", cerr)
 	}
-	if int(cred.Uid) != os.Geteuid() {
-		return &explained{unix.EACCES, fmt.Sprintf("the namespace is served to uid %d only, not to uid %d", os.Geteuid(), cred.Uid), nil}
-	}
-	return nil
+	return cred.Uid, nil
 }
 
 // socketType is the SO_TYPE of a listener's socket.
@@ -662,6 +689,16 @@ func dialNamespace(ctx context.Context, path string) (*Namespace, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unixpacket", path)
 	if err != nil {
+		return nil, fmt.Errorf("vsockns: %s: %w", what, err)
+	}
+	// The server must be of this user too (it serves no other): a socket
+	// another user put at path would hand over a namespace of theirs, in
+	// which this process's sockets would then be made.
+	if uid, err := peerUID(c.(*net.UnixConn)); err != nil || int(uid) != os.Geteuid() {
+		c.Close()
+		if err == nil {
+			err = &explained{unix.EACCES, fmt.Sprintf("the server runs as uid %d, not as this process's uid %d", uid, os.Geteuid()), nil}
+		}
 		return nil, fmt.Errorf("vsockns: %s: %w", what, err)
 	}
 	r, nsfd, err := newRemote(ctx, c.(*net.UnixConn))

@@ -45,7 +45,12 @@ func (c *Conn) recvmsg(b []byte) (n, flags int, err error) {
 		return 0, 0, nil // as package net: an empty read reads nothing
 	}
 	n, _, flags, _, err = c.c.Recvmsg(context.Background(), b, nil, unix.MSG_DONTWAIT)
-	return n, flags, err
+	if err != nil {
+		// The system call's -1 comes through on error: a Read returns
+		// 0 <= n <= len(b), whatever happened.
+		return 0, 0, err
+	}
+	return n, flags, nil
 }
 
 // noTimeout is the send timeout of a write without a deadline: finite, so

@@ -379,6 +379,32 @@ func TestSeqpacketWriteDeadlineAndClose(t *testing.T) {
 	}
 }
 
+// A SOCK_SEQPACKET read that fails (a deadline, the peer gone) returns
+// n == 0 with its error, as io.Reader requires: it returned recvmsg(2)'s
+// -1, and a caller slicing its buffer by n panicked (TestSoak did, in
+// its first run on 7.3).
+func TestSeqpacketFailedReadReturnsZero(t *testing.T) {
+	testenv.NeedVsock(t)
+	c, peer := seqpacketPair(t, netns.None())
+	buf := make([]byte, 64)
+	require.NoError(t, c.SetReadDeadline(time.Now()))
+	n, err := c.Read(buf)
+	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	assert.Equal(t, 0, n, "Read after the deadline")
+	n, _, err = c.ReadMsg(buf)
+	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	assert.Equal(t, 0, n, "ReadMsg after the deadline")
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Millisecond)))
+	n, err = c.Read(buf)
+	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	assert.Equal(t, 0, n, "Read waiting past the deadline")
+	require.NoError(t, c.SetReadDeadline(time.Time{}))
+	require.NoError(t, peer.Close())
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err = c.Read(buf)
+	assert.GreaterOrEqual(t, n, 0, "Read after the peer closed: %v", err)
+}
+
 // The largest SOCK_SEQPACKET message is the smaller of the two ends'
 // receive buffers: the kernel bounds what a socket sends by its own buffer
 // as well as by the peer's. With the listener's buffer at 1 MiB (accepted

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -39,6 +40,14 @@ const helperFD = 3
 // asked for and serves it until the parent closes its end (or dies).
 func helperMain(spec string) int {
 	os.Unsetenv(HelperEnv)
+	if err := closeInherited(); err != nil {
+		fmt.Fprintf(os.Stderr, "vsockns helper: %v\n", err)
+		return 2
+	}
+	if err := ownUserNamespace(); err != nil {
+		fmt.Fprintf(os.Stderr, "vsockns helper: %v\n", err)
+		return 2
+	}
 	f := os.NewFile(helperFD, "vsockns-helper")
 	c, err := net.FileConn(f)
 	f.Close()
@@ -52,13 +61,12 @@ func helperMain(spec string) int {
 		return 2
 	}
 	defer conn.Close()
-	var version int
-	var mode string
-	if n, _ := fmt.Sscanf(spec, "%d %s", &version, &mode); n != 2 || version != protocolVersion {
-		fmt.Fprintf(os.Stderr, "vsockns helper: %s=%q: not a request of protocol version %d\n", HelperEnv, spec, protocolVersion)
+	m, err := parseHelperSpec(spec)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vsockns helper: %s=%q: %v\n", HelperEnv, spec, err)
 		return 2
 	}
-	nsfd, err := helperNamespace(mode)
+	nsfd, err := helperNamespace(m)
 	if err != nil {
 		sendMsg(conn, reply{Version: protocolVersion, Err: encodeError(err)}, -1)
 		return 1
@@ -74,16 +82,66 @@ func helperMain(spec string) int {
 	return 0
 }
 
+// closeInherited closes the descriptors the helper inherited without
+// being given them: past helperFD, a descriptor open across exec had no
+// close-on-exec flag (one of the parent's that lacked it, which exec
+// passes on), while the runtime's own, opened since, all have it.
+func closeInherited() error {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= helperFD {
+			continue
+		}
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+			unix.Close(fd)
+		}
+	}
+	return nil
+}
+
+// ownUserNamespace checks that the helper runs as startHelper starts it:
+// in a user namespace of its own, where it is root and nobody else is
+// mapped. Started any other way (the variable set in some process's
+// environment, a socket at descriptor 3), it would act in the namespaces
+// of whoever ran it: write child_ns_mode of their namespace and serve it.
+func ownUserNamespace() error {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return err
+	}
+	if f := strings.Fields(string(b)); len(f) != 3 || f[0] != "0" || f[2] != "1" {
+		return fmt.Errorf("%w: not in a user namespace of its own (uid_map %q): only CreateUserNamespace starts the helper", unix.EPERM, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+// helperSpec is the value of HelperEnv that asks for a namespace of mode m.
+func helperSpec(m Mode) string { return fmt.Sprintf("%d %s", protocolVersion, m) }
+
+// parseHelperSpec reads a value of HelperEnv: exactly what helperSpec
+// writes, for a valid mode.
+func parseHelperSpec(spec string) (Mode, error) {
+	version, mode, _ := strings.Cut(spec, " ")
+	if version != strconv.Itoa(protocolVersion) {
+		return 0, fmt.Errorf("not a request of protocol version %d", protocolVersion)
+	}
+	m, err := ParseMode(mode)
+	if err != nil {
+		return 0, err
+	}
+	return m, nil
+}
+
 // helperNamespace makes the helper's namespace of mode: its own first
 // namespace (made with it, in its user namespace) when that has the mode,
 // else a child of it. It returns a descriptor of the namespace.
-func helperNamespace(mode string) (int, error) {
-	m, err := ParseMode(mode)
-	if err != nil {
-		return -1, err
-	}
+func helperNamespace(m Mode) (int, error) {
 	fd := -1
-	err = nsthread.Run(context.Background(), nsthread.Long, nsthread.Caller(), func() error {
+	err := nsthread.Run(context.Background(), nsthread.Long, nsthread.Caller(), func() error {
 		own, err := readSysctl("ns_mode")
 		if err != nil {
 			return err
@@ -146,7 +204,7 @@ func startHelper(m Mode) (*net.UnixConn, *helper, error) {
 		// working if the file was replaced or removed since.
 		Path:       "/proc/self/exe",
 		Args:       []string{"vsockns-helper"},
-		Env:        []string{fmt.Sprintf("%s=%d %s", HelperEnv, protocolVersion, m)},
+		Env:        []string{HelperEnv + "=" + helperSpec(m)},
 		ExtraFiles: []*os.File{theirs},
 		Stderr:     os.Stderr,
 		SysProcAttr: &syscall.SysProcAttr{

@@ -548,9 +548,20 @@ func serveAt(t testing.TB, ns *vsockns.Namespace, path string) *vsockns.Namespac
 // only, ending with its context.
 func TestNamespaceServe(t *testing.T) {
 	if testenv.Unprivileged() {
-		_, err := vsockns.DialNamespace(context.Background(), os.Getenv("VSOCKNS_TEST_SERVE_PATH"))
+		path := os.Getenv("VSOCKNS_TEST_SERVE_PATH")
+		_, err := vsockns.DialNamespace(context.Background(), path)
 		require.ErrorIs(t, err, syscall.EACCES)
-		assert.Contains(t, err.Error(), "served to uid 0 only")
+		assert.Contains(t, err.Error(), "the server runs as uid 0", "the client refuses a server of another user")
+		// The server refuses too, whoever dials it: its hello is the
+		// refusal, with no descriptor.
+		c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+		require.NoError(t, err)
+		defer c.Close()
+		buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(4))
+		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		require.NoError(t, err)
+		assert.Zero(t, oobn, "no descriptor for another user")
+		assert.Contains(t, string(buf[:n]), "served to uid 0 only")
 		return
 	}
 	ctx := context.Background()

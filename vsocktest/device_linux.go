@@ -84,14 +84,19 @@ func (r *ring) usedIdx() uint16 {
 	return uint16(atomic.LoadUint32((*uint32)(unsafe.Pointer(&r.mem[r.used]))) >> 16)
 }
 
-// nextUsed returns the next used descriptor id and length, if any.
+// nextUsed returns the next used descriptor id and length, if any. An
+// entry naming no descriptor of the ring (a device's bug) is passed over:
+// its id, taken as one, would make a buffer of whatever memory lies
+// beyond the ring's.
 func (r *ring) nextUsed() (id uint16, length uint32, ok bool) {
-	if r.lastUsed == r.usedIdx() {
-		return 0, 0, false
+	for end := r.usedIdx(); r.lastUsed != end; {
+		e := r.mem[r.used+4+uintptr(r.lastUsed%queueSize)*8:]
+		r.lastUsed++
+		if id := binary.LittleEndian.Uint32(e[0:]); id < queueSize {
+			return uint16(id), binary.LittleEndian.Uint32(e[4:]), true
+		}
 	}
-	e := r.mem[r.used+4+uintptr(r.lastUsed%queueSize)*8:]
-	r.lastUsed++
-	return uint16(binary.LittleEndian.Uint32(e[0:])), binary.LittleEndian.Uint32(e[4:]), true
+	return 0, 0, false
 }
 
 var one = [8]byte{1}

@@ -207,13 +207,7 @@ func (g *Guest) rxLoop() {
 			if !ok {
 				break
 			}
-			buf := r.buf(id)
-			if n >= hdrSize && n <= bufSize {
-				h := parseHeader(buf)
-				payload := buf[hdrSize:n]
-				if int(h.len) < len(payload) {
-					payload = payload[:h.len]
-				}
+			if h, payload, ok := decodePacket(r.buf(id), n); ok {
 				g.handle(h, payload)
 			}
 			r.publish(id)

@@ -70,6 +70,22 @@ func parseHeader(b []byte) header {
 	}
 }
 
+// decodePacket reads the packet a device wrote into buf, n bytes of it:
+// its header and as much of the payload as the header's len covers. It
+// is not ok for a length the device cannot have written (less than a
+// header, more than buf).
+func decodePacket(buf []byte, n uint32) (h header, payload []byte, ok bool) {
+	if n < hdrSize || uint64(n) > uint64(len(buf)) {
+		return header{}, nil, false
+	}
+	h = parseHeader(buf)
+	payload = buf[hdrSize:n]
+	if uint64(h.len) < uint64(len(payload)) {
+		payload = payload[:h.len]
+	}
+	return h, payload, true
+}
+
 // packet is a header and its payload, queued for the device.
 type packet struct {
 	h       header

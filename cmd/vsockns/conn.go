@@ -16,6 +16,24 @@ import (
 	"github.com/vsockns/vsockns"
 )
 
+// dialAddr is dial's CID and PORT arguments as an address.
+func dialAddr(cid, port string) (*vsock.Addr, error) {
+	addr, err := vsockns.ParseAddr(cid + ":" + port)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return addr, nil
+}
+
+// listenPort is listen's PORT argument.
+func listenPort(s string) (uint32, error) {
+	port, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, usagef("PORT must be a number from 0 to 4294967295")
+	}
+	return uint32(port), nil
+}
+
 func (c *cli) dial(args []string) error {
 	var t nsTarget
 	fs := c.flagSet("dial", &t)
@@ -26,9 +44,9 @@ func (c *cli) dial(args []string) error {
 	if err != nil {
 		return err
 	}
-	addr, err := vsockns.ParseAddr(pos[0] + ":" + pos[1])
+	addr, err := dialAddr(pos[0], pos[1])
 	if err != nil {
-		return usagef("%v", err)
+		return err
 	}
 	ctx, stop := interruptContext()
 	defer stop()
@@ -91,9 +109,9 @@ func (c *cli) listen(args []string) error {
 	if err != nil {
 		return err
 	}
-	port, err := strconv.ParseUint(pos[0], 10, 32)
+	port, err := listenPort(pos[0])
 	if err != nil {
-		return usagef("PORT must be a number from 0 to 4294967295")
+		return err
 	}
 	ctx, stop := interruptContext()
 	defer stop()
@@ -116,7 +134,7 @@ func (c *cli) listen(args []string) error {
 	if sf.seqpacket {
 		listen = lc.ListenSeqpacket
 	}
-	l, err := listen(ctx, ^uint32(0), uint32(port)) // VMADDR_CID_ANY
+	l, err := listen(ctx, ^uint32(0), port) // VMADDR_CID_ANY
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -75,15 +74,11 @@ func (c *cli) vm(args []string) error {
 	defer v.Close()
 
 	if *servePath != "" {
-		l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: *servePath, Net: "unixpacket"})
+		l, err := listenPrivate(*servePath)
 		if err != nil {
 			return err
 		}
 		defer os.Remove(*servePath)
-		if err := os.Chmod(*servePath, 0o600); err != nil {
-			l.Close()
-			return err
-		}
 		sctx, cancel := context.WithCancel(context.Background())
 		served := make(chan struct{})
 		go func() {

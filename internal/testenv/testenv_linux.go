@@ -327,6 +327,16 @@ func AsUnprivileged(t *testing.T, env ...string) bool {
 // failed. Extra environment variables go to the run.
 func RunUnprivileged(t testing.TB, test string, env ...string) {
 	t.Helper()
+	RunAsUser(t, UnprivilegedID, test, env...)
+}
+
+// OtherUserID is a second ordinary user: another tenant of the machine,
+// for the checks that one user cannot reach another's namespaces.
+const OtherUserID = 1001
+
+// RunAsUser is RunUnprivileged as user and group uid.
+func RunAsUser(t testing.TB, uid uint32, test string, env ...string) {
+	t.Helper()
 	// Not t.TempDir: its parent directory is private to root.
 	dir, err := os.MkdirTemp("", "unprivileged-")
 	require.NoError(t, err)
@@ -338,7 +348,7 @@ func RunUnprivileged(t testing.TB, test string, env ...string) {
 	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), unprivilegedEnv+"=1", "TMPDIR="+dir, "HOME="+dir), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{
-		Uid: UnprivilegedID, Gid: UnprivilegedID, Groups: []uint32{},
+		Uid: uid, Gid: uid, Groups: []uint32{},
 	}}
 	out, err := cmd.CombinedOutput()
 	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {

@@ -1,0 +1,514 @@
+//go:build linux
+
+package vsockns
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The fuzz targets of the remote protocol's decoding: one message
+// (recvMsg), the client reading a server's replies (remote), the server
+// reading a client's requests (serve), a Namespace.Serve that one client
+// sends garbage, and the helper's command line. Each input is a script of
+// messages: see fuzzScript.
+
+// markerName names the memfds the fuzz targets attach to messages: a
+// descriptor of that name still open once a script has been played is a
+// leak, whichever number it has (other tests' descriptors do not count).
+const markerName = "vsockns-fuzz-marker"
+
+// newMarker returns a fresh marker descriptor.
+func newMarker(t testing.TB) int {
+	t.Helper()
+	fd, err := unix.MemfdCreate(markerName, unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatalf("memfd_create: %v", err)
+	}
+	return fd
+}
+
+// openMarkers lists the marker descriptors open in the process.
+func openMarkers(t testing.TB) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("read /proc/self/fd: %v", err)
+	}
+	var open []string
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err == nil && strings.Contains(target, markerName) {
+			open = append(open, e.Name()+" -> "+target)
+		}
+	}
+	return open
+}
+
+// noMarkers fails t if any marker descriptor is still open.
+func noMarkers(t testing.TB) {
+	t.Helper()
+	if open := openMarkers(t); len(open) > 0 {
+		t.Fatalf("descriptors leaked: %v", open)
+	}
+}
+
+// A fuzzMsg is one message of a script: its bytes and how many marker
+// descriptors ride with it.
+type fuzzMsg struct {
+	data []byte
+	fds  int
+}
+
+// maxScript bounds a script's messages, and a message's bytes a little
+// above maxMessage (an oversized message must be refused, not read).
+const (
+	maxScript    = 8
+	maxScriptMsg = maxMessage + 64
+)
+
+// fuzzScript splits an input into messages at each "\n\x00" pair; the
+// first byte of each message says how many descriptors it carries (its
+// value modulo 3), the rest is the message. At most maxScript messages.
+func fuzzScript(in []byte) []fuzzMsg {
+	var msgs []fuzzMsg
+	for _, part := range bytes.Split(in, []byte("\n\x00")) {
+		if len(msgs) == maxScript {
+			break
+		}
+		m := fuzzMsg{}
+		if len(part) > 0 {
+			m.fds, m.data = int(part[0]%3), part[1:]
+		}
+		if len(m.data) > maxScriptMsg {
+			m.data = m.data[:maxScriptMsg]
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// script builds a fuzz input from messages given as (descriptors, text).
+func script(parts ...any) []byte {
+	var b []byte
+	for i := 0; i < len(parts); i += 2 {
+		if i > 0 {
+			b = append(b, "\n\x00"...)
+		}
+		b = append(b, byte(parts[i].(int)))
+		switch p := parts[i+1].(type) {
+		case string:
+			b = append(b, p...)
+		case []byte:
+			b = append(b, p...)
+		}
+	}
+	return b
+}
+
+// sendScripted sends m on c with m.fds fresh markers attached (closed
+// here once sent). It reports whether the kernel took the message.
+func sendScripted(t testing.TB, c *net.UnixConn, m fuzzMsg) bool {
+	t.Helper()
+	var fds []int
+	for range m.fds {
+		fds = append(fds, newMarker(t))
+	}
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	_, _, err := c.WriteMsgUnix(m.data, oob, nil)
+	return err == nil
+}
+
+// checkRecvError fails t unless err is one a reader of the protocol may
+// return: the end of the connection, or a protocol error.
+func checkRecvError(t testing.TB, err error) {
+	t.Helper()
+	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errProtocol) {
+		t.Fatalf("recvMsg: an error that is neither the end nor a protocol error: %v", err)
+	}
+}
+
+var seedRequests = [][]byte{
+	script(0, `{"id":1,"op":"socket","type":1}`),
+	script(0, `{"id":2,"op":"read","name":"ns_mode"}`),
+	script(0, `{"id":3,"op":"write","name":"child_ns_mode","value":"local"}`),
+	script(0, `{"id":4,"op":"vhost"}`, 0, `{"id":4,"op":"cancel"}`),
+	script(1, `{"id":5,"op":"socket","type":5}`),
+	script(2, `{"id":6,"op":"read","name":"../../kernel/hostname"}`),
+	script(0, `{"id":7,"op":"socket","type":`),
+	script(0, `[1,2,3]`, 0, `{"id":8,"op":"read","name":"ns_mode"}`),
+	script(1, ``),
+	script(0, bytes.Repeat([]byte{' '}, maxMessage+1)),
+	script(0, `{"id":9,"op":"nonsense"}`, 0, `{"id":9,"op":"cancel"}`, 0, `{"id":9,"op":"cancel"}`),
+	script(0, `{"id":18446744073709551615,"op":"read","name":"ns_mode"}`),
+	script(0, `null`),
+	script(0, "\xff\xfe"),
+}
+
+var seedReplies = [][]byte{
+	script(1, `{"id":0,"version":1}`, 1, `{"id":1}`, 0, `{"id":2,"value":"local"}`),
+	script(0, `{"id":0,"version":1}`),
+	script(1, `{"id":0,"version":2}`),
+	script(2, `{"id":0,"version":1}`),
+	script(0, `{"id":0,"version":1,"err":{"text":"no","errno":13,"is":["userns-disabled"]}}`),
+	script(1, `{"id":0,"version":1}`, 2, `{"id":1}`, 1, `{"id":2}`),
+	script(1, `{"id":0,"version":1}`, 1, `{"id":2,"err":{"text":"x","errno":1,"syscall":"socket"}}`, 1, `{"id":1,"err":{"text":"y","path_op":"open","path":"/p","errno":2}}`),
+	script(1, `{"id":0,"version":1}`, 1, `{"id":7}`, 1, `{"id":1}`, 1, `{"id":1}`),
+	script(1, `{"id":0,"version":1}`, 0, `{"id":1,`),
+	script(1, `{"id":0,"version":1}`, 1, bytes.Repeat([]byte{' '}, maxMessage+1)),
+	script(1, `{"id":0,"version":1}`, 0, ``),
+	script(1, `{"id":0,"version":1}`, 0, `{"id":1,"err":{"is":["bogus","canceled"]}}`, 0, `{"id":2,"err":null}`),
+	script(1, `{"id":0,"version":1,"err":{"text":"refused with a descriptor"}}`),
+}
+
+// FuzzRecvMsg: one message, of any bytes and with 0 to 2 descriptors,
+// decoded as a request and as a reply: recvMsg returns it whole with its
+// one descriptor, or an error naming the protocol (or the end), and leaks
+// no descriptor either way.
+func FuzzRecvMsg(f *testing.F) {
+	for _, s := range append(append([][]byte{}, seedRequests...), seedReplies...) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		m := fuzzScript(in)[0]
+		for _, asRequest := range []bool{true, false} {
+			client, server := packetPair(t)
+			if !sendScripted(t, client, m) {
+				client.Close()
+				server.Close()
+				continue
+			}
+			var v any = &reply{}
+			if asRequest {
+				v = &request{}
+			}
+			fd, err := recvMsg(server, v)
+			switch {
+			case err != nil:
+				checkRecvError(t, err)
+				if fd != -1 {
+					t.Fatalf("recvMsg: descriptor %d with error %v", fd, err)
+				}
+				if len(m.data) > 0 && m.fds < 2 && len(m.data) <= maxMessage && json.Valid(m.data) && !errors.Is(err, io.EOF) {
+					// Valid JSON of the wrong shape is an error too, but
+					// then it must be the decoder's, not a lost message.
+					var syn *json.UnmarshalTypeError
+					if !errors.As(err, &syn) {
+						t.Fatalf("recvMsg refused valid JSON %q with %d descriptors: %v", m.data, m.fds, err)
+					}
+				}
+			case m.fds > 1:
+				t.Fatalf("recvMsg accepted %d descriptors in one message", m.fds)
+			case len(m.data) > maxMessage:
+				t.Fatalf("recvMsg accepted a message of %d bytes (max %d)", len(m.data), maxMessage)
+			case (fd >= 0) != (m.fds == 1):
+				t.Fatalf("recvMsg: descriptor %d for a message with %d", fd, m.fds)
+			}
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+			client.Close()
+			server.Close()
+			noMarkers(t)
+		}
+	})
+}
+
+// FuzzRemoteClient: a server that sends anything (a bad hello, replies
+// out of order, for calls nobody made, twice, with descriptors where none
+// belong or none where one must be) makes the client's calls fail or
+// succeed, never hang once it is gone, and leaks nothing: every
+// descriptor the client was sent is closed or handed to its caller.
+func FuzzRemoteClient(f *testing.F) {
+	for _, s := range seedReplies {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		msgs := fuzzScript(in)
+		client, server := packetPair(t)
+		defer noMarkers(t)
+		defer server.Close()
+		// A first message newRemote takes for the hello (well-formed, of
+		// ID 0) ends its wait; after anything else it waits on, so the
+		// whole script goes at once, and the end of it.
+		var first reply
+		hello := msgs[0].fds < 2 && len(msgs[0].data) <= maxMessage && json.Unmarshal(msgs[0].data, &first) == nil && first.ID == 0
+		if !hello {
+			for _, m := range msgs {
+				sendScripted(t, server, m)
+			}
+			msgs = msgs[:1]
+		} else {
+			sendScripted(t, server, msgs[0])
+		}
+		if len(msgs) == 1 {
+			server.Close() // the server says no more
+		}
+		r, nsfd, err := newRemote(context.Background(), client)
+		if err != nil {
+			if nsfd != -1 {
+				t.Fatalf("newRemote: descriptor %d with error %v", nsfd, err)
+			}
+			return
+		}
+		if nsfd < 0 {
+			t.Fatalf("newRemote succeeded without a namespace descriptor")
+		}
+		unix.Close(nsfd)
+		defer r.close()
+		// Two calls, pending before the rest of the script is sent: the
+		// server reads both requests first.
+		var wg sync.WaitGroup
+		var sockFD int
+		var sockErr, readErr error
+		wg.Go(func() { sockFD, sockErr = r.socket(context.Background(), unix.SOCK_STREAM) })
+		wg.Go(func() { _, readErr = r.readSysctl(context.Background(), "ns_mode") })
+		if len(msgs) > 1 {
+			for range 2 {
+				var req request
+				fd, err := recvMsg(server, &req)
+				if err != nil || fd != -1 {
+					t.Fatalf("the client's request: descriptor %d, %v", fd, err)
+				}
+			}
+			for _, m := range msgs[1:] {
+				sendScripted(t, server, m)
+			}
+			server.Close()
+		}
+		wg.Wait()
+		switch {
+		case sockErr == nil && sockFD < 0:
+			t.Fatalf("socket call: no error and no descriptor")
+		case sockErr != nil && sockFD != -1:
+			t.Fatalf("socket call: descriptor %d with error %v", sockFD, sockErr)
+		}
+		if sockFD >= 0 {
+			unix.Close(sockFD)
+		}
+		_ = readErr // any answer will do; what it holds is checked by noMarkers
+	})
+}
+
+// fakeBackend serves the protocol without a namespace: sockets and vhost
+// devices are marker descriptors; openVhost waits for its context (which
+// a cancel request or the end of the connection ends).
+type fakeBackend struct{}
+
+func (fakeBackend) socket(context.Context, int) (int, error) {
+	fd, err := unix.MemfdCreate(markerName, unix.MFD_CLOEXEC)
+	if err != nil {
+		return -1, os.NewSyscallError("memfd_create", err)
+	}
+	return fd, nil
+}
+func (fakeBackend) openVhost(ctx context.Context) (int, error) {
+	<-ctx.Done()
+	return -1, ctx.Err()
+}
+
+// diagSocket, like socket, hands out a marker descriptor.
+func (b fakeBackend) diagSocket(ctx context.Context) (int, error)             { return b.socket(ctx, 0) }
+func (fakeBackend) readSysctl(_ context.Context, name string) (string, error) { return name, nil }
+func (fakeBackend) writeSysctl(context.Context, string, string) error         { return nil }
+func (fakeBackend) String() string                                            { return "the fuzz backend" }
+
+// FuzzServeRequests: a client that sends anything makes serve answer each
+// well-formed request it read before anything malformed with a reply of
+// its ID, and end (with an error, or nil at the client's end) without
+// leaking a descriptor, whether the client attached any or not.
+func FuzzServeRequests(f *testing.F) {
+	for _, s := range seedRequests {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		msgs := fuzzScript(in)
+		client, server := packetPair(t)
+		defer noMarkers(t)
+		served := make(chan error, 1)
+		go func() {
+			nsfd, _ := fakeBackend{}.socket(context.Background(), 0)
+			served <- serve(server, fakeBackend{}, nsfd)
+			if nsfd >= 0 {
+				unix.Close(nsfd)
+			}
+			server.Close()
+		}()
+		var hello reply
+		fd, err := recvMsg(client, &hello)
+		if err != nil || fd < 0 || hello.Version != protocolVersion {
+			t.Fatalf("hello: %+v, descriptor %d, %v", hello, fd, err)
+		}
+		unix.Close(fd)
+		// What the server must answer: the requests it decoded before
+		// the first message it could not (after which it stops).
+		want := map[uint64]int{}
+		for _, m := range msgs {
+			if !sendScripted(t, client, m) {
+				break
+			}
+			if len(m.data) == 0 && m.fds == 0 {
+				break // an empty message reads as the end
+			}
+			var req request
+			if m.fds > 1 || len(m.data) > maxMessage || json.Unmarshal(m.data, &req) != nil {
+				break
+			}
+			if req.Op != opCancel {
+				want[req.ID]++
+			}
+		}
+		// The end of the client's sending: the server ends its waiting
+		// requests (openVhost), answers them and returns.
+		if err := client.CloseWrite(); err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+		got := map[uint64]int{}
+		for {
+			var rep reply
+			fd, err := recvMsg(client, &rep)
+			if err != nil {
+				break
+			}
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+			got[rep.ID]++
+		}
+		err = <-served
+		client.Close()
+		if err == nil {
+			for id, n := range want {
+				if got[id] != n {
+					t.Fatalf("request %d: %d replies, want %d (all: %v)", id, got[id], n, got)
+				}
+			}
+		}
+		for id, n := range got {
+			if n > want[id] && err == nil {
+				t.Fatalf("reply %d: %d replies for %d requests", id, n, want[id])
+			}
+		}
+	})
+}
+
+// FuzzHelperSpec: the helper accepts exactly the command lines the parent
+// writes ("1 local", "1 global"), and nothing with more or less.
+func FuzzHelperSpec(f *testing.F) {
+	for _, s := range []string{"1 local", "1 global", "1 local extra", "1  local", "01 local", "1 LOCAL", "2 local", "1", "", " 1 local", "1 local\n", "+1 global"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		m, err := parseHelperSpec(spec)
+		if err != nil {
+			return
+		}
+		if want := helperSpec(m); spec != want {
+			t.Fatalf("parseHelperSpec(%q) accepted it as %q", spec, want)
+		}
+	})
+}
+
+// FuzzNamespaceServe: a client of the server's own user that sends
+// anything (after reading its hello) costs the other clients nothing: one
+// that connects meanwhile is served, and once the garbage's sender is gone
+// and the server stopped, no descriptor it sent is left open. Serving
+// enters the namespace (the test's own): root only.
+func FuzzNamespaceServe(f *testing.F) {
+	for _, s := range seedRequests {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if os.Geteuid() != 0 {
+			t.Skip("Namespace.Serve enters the namespace it serves (setns): needs root")
+		}
+		defer noMarkers(t)
+		n, err := OpenNamespace(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		path := filepath.Join(t.TempDir(), "ns.sock")
+		l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- n.Serve(ctx, l) }()
+		defer func() {
+			cancel()
+			if err := <-served; !errors.Is(err, context.Canceled) {
+				t.Errorf("Serve: %v, want context.Canceled", err)
+			}
+		}()
+
+		bad, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bad.Close()
+		var hello reply
+		fd, err := recvMsg(bad, &hello)
+		if err != nil || fd < 0 {
+			t.Fatalf("hello: descriptor %d, %v", fd, err)
+		}
+		unix.Close(fd)
+		var drained sync.WaitGroup
+		drained.Go(func() {
+			for {
+				var rep reply
+				fd, err := recvMsg(bad, &rep)
+				if fd >= 0 {
+					unix.Close(fd)
+				}
+				if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+					return
+				}
+			}
+		})
+		for _, m := range fuzzScript(in) {
+			if !sendScripted(t, bad, m) {
+				break
+			}
+		}
+
+		// Bounded: a server that stopped serving others would keep it
+		// waiting for its hello.
+		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer dcancel()
+		good, err := DialNamespace(dctx, path)
+		if err != nil {
+			t.Fatalf("a second client, while the first sends garbage: %v", err)
+		}
+		_, err = good.Mode()
+		if errors.Is(err, net.ErrClosed) || errors.Is(err, ErrNamespaceClosed) {
+			t.Fatalf("a second client's request, while the first sends garbage: %v", err)
+		}
+		if err := good.Close(); err != nil {
+			t.Fatal(err)
+		}
+		bad.Close()
+		drained.Wait()
+	})
+}

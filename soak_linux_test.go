@@ -1,0 +1,720 @@
+//go:build linux
+
+package vsockns_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/vsock"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/vsockns/vsockns"
+	"github.com/vsockns/vsockns/internal/testenv"
+	"github.com/vsockns/vsockns/vsocktest"
+)
+
+// The soak: workers dialing, listening, reading, writing, closing and
+// cancelling over a pool of namespaces (global, local, named, of user
+// namespaces, and fake guests at CID 3 in local namespaces of their own)
+// that is created and deleted while in use, with faults injected phase by
+// phase. Every server greets with a token naming its target; a client
+// that reads another's token is a misroute. After each phase the pool is
+// torn down and descriptors, goroutines and helper processes must be back
+// to the baseline, no thread may be in a foreign namespace, and the OS
+// threads within a bound (the first phase's count and 8: Go's thread count
+// moves by a few either way, a leak grows with the operations). One
+// summary line at the end.
+//
+// VSOCKNS_SOAK=DURATION sets the length (default 15s, what every run of
+// the suite does in the VM; `make soak` runs minutes); VSOCKNS_SOAK_SEED
+// replays a run's random choices (the summary prints the seed).
+
+const (
+	soakEnv      = "VSOCKNS_SOAK"
+	soakSeedEnv  = "VSOCKNS_SOAK_SEED"
+	soakChildEnv = "VSOCKNS_SOAK_CHILD"
+	soakDefault  = 15 * time.Second
+)
+
+// TestSoak runs the soak in a process of its own (so that its baselines
+// are its own) and fails unless its summary says 0 misroutes and 0 leaks.
+func TestSoak(t *testing.T) {
+	if os.Getenv(soakChildEnv) == "1" {
+		runSoak(t)
+		return
+	}
+	namespacesExpected(t) // skips outside the VM
+	d := soakDefault
+	if v := os.Getenv(soakEnv); v != "" {
+		var err error
+		d, err = time.ParseDuration(v)
+		require.NoError(t, err, "%s", soakEnv)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSoak$", "-test.v", fmt.Sprintf("-test.timeout=%s", d+5*time.Minute))
+	cmd.Env = append(os.Environ(), soakChildEnv+"=1", soakEnv+"="+d.String())
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var summary string
+	for line := range strings.Lines(out.String()) {
+		if s, ok := strings.CutPrefix(strings.TrimSpace(line), "SOAK-SUMMARY "); ok {
+			summary = s
+		}
+	}
+	t.Log(out.String())
+	require.NoError(t, err, "the soak process")
+	require.NotEmpty(t, summary, "the soak printed no summary")
+	t.Log("summary: " + summary)
+	require.Regexp(t, `\bmisroutes=0\b`, summary)
+	require.Regexp(t, `\bleaks=0\b`, summary)
+}
+
+// A soakTarget is a namespace (or guest) of the pool with its servers.
+type soakTarget struct {
+	name      string // the token its servers greet with
+	kind      string
+	ns        *vsockns.Namespace // nil: the process's own namespace
+	dialer    vsockns.Dialer
+	cid, port uint32 // what a client dials (stream); port+1: SOCK_SEQPACKET if seqpacket
+	seqpacket bool
+	helper    int // the user-namespace helper's pid, or 0
+	guest     *vsocktest.Guest
+	closers   []func() // the servers and the namespace, in order
+	servers   sync.WaitGroup
+	closeOnce sync.Once
+}
+
+func (tg *soakTarget) close() {
+	tg.closeOnce.Do(func() {
+		for _, c := range tg.closers {
+			c()
+		}
+		tg.servers.Wait()
+	})
+}
+
+// serve greets every connection l accepts with the target's token and
+// echoes what it reads until the client closes (or 10 s pass).
+func (tg *soakTarget) serve(l net.Listener) {
+	tg.closers = append(tg.closers, func() { l.Close() })
+	var conns sync.WaitGroup
+	tg.servers.Go(func() {
+		defer conns.Wait()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := c.Write([]byte(tg.name + "\n")); err != nil {
+					return
+				}
+				buf := make([]byte, 8192)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+}
+
+// soak is one run's state.
+type soak struct {
+	t          *testing.T
+	namespaces bool
+	rng        *rand.Rand
+	rngMu      sync.Mutex
+	dir        string // named namespaces' mount points
+
+	mu      sync.Mutex
+	targets map[string]*soakTarget
+	next    int
+	port    uint32 // the next unique port (global targets share one space)
+
+	ops, misroutes, corrupt atomic.Int64
+	errMu                   sync.Mutex
+	errs                    map[string]int
+	samples                 map[string]string // an error of each kind
+	leaks                   []string
+	stopUntil               atomic.Int64 // unix nanos: deadlines of 0 and 1 µs until then
+}
+
+func (s *soak) intn(n int) int {
+	s.rngMu.Lock()
+	defer s.rngMu.Unlock()
+	return s.rng.IntN(n)
+}
+
+// soakKinds are the kinds of target the pool holds.
+func (s *soak) kinds() []string {
+	if !s.namespaces {
+		return []string{"init"} // Linux 6.1: one vsock space
+	}
+	return []string{"init", "global", "local", "named", "userns", "guest"}
+}
+
+// add creates a target of kind and starts its servers.
+func (s *soak) add(kind string) error {
+	s.mu.Lock()
+	s.next++
+	id := s.next
+	s.port += 2
+	port := s.port
+	s.mu.Unlock()
+	tg := &soakTarget{name: fmt.Sprintf("%s-%d", kind, id), kind: kind, cid: vsock.Local, port: port}
+	ctx := context.Background()
+	var err error
+	switch kind {
+	case "init":
+		tg.dialer, tg.seqpacket = vsockns.Dialer{}, true
+	case "global":
+		tg.ns, err = vsockns.CreateNamespace(vsockns.ModeGlobal)
+		tg.seqpacket = true
+	case "local":
+		tg.ns, err = vsockns.CreateNamespace(vsockns.ModeLocal)
+		tg.port = 7000 // the same port in every local namespace
+	case "named":
+		tg.ns, err = s.namedNamespace(tg)
+		tg.port = 7000
+	case "userns":
+		tg.ns, err = vsockns.CreateUserNamespace(ctx, vsockns.ModeLocal)
+		tg.port = 7000
+		if err == nil {
+			tg.helper = helperPID(tg.ns)
+		}
+	case "guest":
+		tg.ns, err = vsockns.CreateNamespace(vsockns.ModeLocal)
+		tg.cid, tg.port, tg.seqpacket = 3, 7000, true // CID 3 in every guest's namespace
+	}
+	if err != nil {
+		return err
+	}
+	if tg.ns != nil {
+		tg.dialer = *tg.ns.Dialer()
+	}
+	lc := vsockns.ListenConfig{NetNS: tg.ns}
+	fail := func(err error) error {
+		tg.close()
+		if tg.ns != nil {
+			tg.ns.Close()
+		}
+		return err
+	}
+	if kind == "guest" {
+		g, err := vsocktest.NewGuest(vsocktest.Config{NetNS: tg.ns, CID: 3, Seqpacket: true})
+		if err != nil {
+			return fail(err)
+		}
+		tg.guest = g
+		tg.closers = append(tg.closers, func() { g.Close() })
+		l, err := g.Listen(tg.port)
+		if err != nil {
+			return fail(err)
+		}
+		tg.serve(l)
+		lq, err := g.ListenSeqpacket(tg.port + 1)
+		if err != nil {
+			return fail(err)
+		}
+		tg.serve(lq)
+	} else {
+		l, err := lc.ListenVsock(ctx, vsock.Local, tg.port)
+		if err != nil {
+			return fail(err)
+		}
+		tg.serve(l)
+		if tg.seqpacket {
+			lq, err := lc.ListenSeqpacket(ctx, vsock.Local, tg.port+1)
+			if err != nil {
+				return fail(err)
+			}
+			tg.serve(lq)
+		}
+	}
+	if tg.ns != nil {
+		ns := tg.ns
+		tg.closers = append(tg.closers, func() { ns.Close() })
+	}
+	s.mu.Lock()
+	s.targets[tg.name] = tg
+	s.mu.Unlock()
+	return nil
+}
+
+// namedNamespace makes a local namespace, bind-mounts it at a path (as
+// `ip netns add` does) and opens it by that path.
+func (s *soak) namedNamespace(tg *soakTarget) (*vsockns.Namespace, error) {
+	h, err := vsockns.NewNamespace(vsockns.ModeLocal)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	path := filepath.Join(s.dir, tg.name)
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		return nil, err
+	}
+	if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", int(h)), path, "", unix.MS_BIND, ""); err != nil {
+		os.Remove(path)
+		return nil, os.NewSyscallError("mount", err)
+	}
+	tg.closers = append(tg.closers, func() {
+		unix.Unmount(path, unix.MNT_DETACH)
+		os.Remove(path)
+	})
+	return vsockns.OpenNamespacePath(path)
+}
+
+var helperPIDPattern = regexp.MustCompile(`helper pid (\d+)`)
+
+// helperPID is the pid of ns's helper, which its String names.
+func helperPID(ns *vsockns.Namespace) int {
+	m := helperPIDPattern.FindStringSubmatch(ns.String())
+	if m == nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(m[1])
+	return pid
+}
+
+// remove takes a target out of the pool and closes it: its namespace is
+// deleted under its listeners (they close after it) and under any client
+// still using it.
+func (s *soak) remove(name string) {
+	s.mu.Lock()
+	tg := s.targets[name]
+	delete(s.targets, name)
+	s.mu.Unlock()
+	if tg == nil {
+		return
+	}
+	if tg.ns != nil {
+		tg.ns.Close() // first: the namespace goes while its listeners are open
+	}
+	tg.close()
+}
+
+// pick returns a random target of the pool (nil if it is empty), or one
+// of kind.
+func (s *soak) pick(kind string) *soakTarget {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var names []string
+	for n, tg := range s.targets {
+		if kind == "" || tg.kind == kind {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	slices.Sort(names)
+	return s.targets[names[s.intn(len(names))]]
+}
+
+// errorKind names err for the summary: the sentinel or errno it wraps.
+func errorKind(err error) string {
+	for _, k := range []struct {
+		name string
+		err  error
+	}{
+		{"canceled", context.Canceled}, {"deadline", context.DeadlineExceeded}, {"ns-closed", vsockns.ErrNamespaceClosed},
+		{"closed", net.ErrClosed}, {"eof", io.EOF}, {"unexpected-eof", io.ErrUnexpectedEOF}, {"timeout", os.ErrDeadlineExceeded},
+	} {
+		if errors.Is(err, k.err) {
+			return k.name
+		}
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return unix.ErrnoName(errno)
+	}
+	return fmt.Sprintf("untyped %T", err)
+}
+
+func (s *soak) fail(err error) {
+	k := errorKind(err)
+	s.errMu.Lock()
+	s.errs[k]++
+	if _, ok := s.samples[k]; !ok {
+		s.samples[k] = err.Error()
+	}
+	s.errMu.Unlock()
+}
+
+// op is one client operation on a random target: dial (stream or
+// SOCK_SEQPACKET; with a deadline of 0 or 1 µs, a context cancelled at a
+// random moment, or a plain timeout), read the greeting and check it,
+// write and read back, close (sometimes before reading anything); or a
+// listen on a fresh port in the target's namespace, closed at once.
+func (s *soak) op() {
+	tg := s.pick("")
+	if tg == nil {
+		return
+	}
+	s.ops.Add(1)
+	if s.intn(10) == 0 && tg.guest == nil {
+		lc := vsockns.ListenConfig{NetNS: tg.ns}
+		l, err := lc.ListenVsock(context.Background(), vsock.Local, 0)
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		l.Close()
+		return
+	}
+	d := tg.dialer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	tiny := time.Now().UnixNano() < s.stopUntil.Load()
+	switch r := s.intn(10); {
+	case tiny && r < 5:
+		d.Timeout = time.Microsecond
+	case tiny:
+		var c context.CancelFunc
+		ctx, c = context.WithDeadline(ctx, time.Now()) // a deadline of 0: already passed
+		defer c()
+	case r == 0:
+		time.AfterFunc(time.Duration(s.intn(2000))*time.Microsecond, cancel) // cancelled at a random point
+	}
+	seq := tg.seqpacket && s.intn(3) == 0
+	var c *vsockns.Conn
+	var err error
+	if seq {
+		c, err = d.DialSeqpacket(ctx, tg.cid, tg.port+1)
+	} else {
+		c, err = d.DialVsock(ctx, tg.cid, tg.port)
+	}
+	if err != nil {
+		s.fail(err)
+		return
+	}
+	defer c.Close()
+	if s.intn(20) == 0 {
+		return // closed before anything is read
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	greeting, err := readLine(c)
+	if err != nil {
+		s.fail(err)
+		return
+	}
+	if greeting != tg.name {
+		s.misroutes.Add(1)
+		s.t.Logf("MISROUTE: dialed %s (CID %d port %d, seqpacket %t), greeted by %q", tg.name, tg.cid, tg.port, seq, greeting)
+		return
+	}
+	msg := make([]byte, 1+s.intn(2048))
+	for i := range msg {
+		msg[i] = byte(s.intn(256))
+	}
+	if _, err := c.Write(msg); err != nil {
+		s.fail(err)
+		return
+	}
+	back := make([]byte, len(msg))
+	if seq {
+		n, err := c.Read(back)
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		back = back[:n]
+	} else if _, err := io.ReadFull(c, back); err != nil {
+		s.fail(err)
+		return
+	}
+	if !bytes.Equal(back, msg) {
+		s.corrupt.Add(1)
+		s.t.Logf("CORRUPT: %s echoed %d bytes of %d, not the same", tg.name, len(back), len(msg))
+	}
+}
+
+// readLine reads up to a newline (a stream's greeting may come in parts;
+// a SOCK_SEQPACKET greeting is one message).
+func readLine(c net.Conn) (string, error) {
+	var line []byte
+	buf := make([]byte, 128)
+	for len(line) < 128 {
+		n, err := c.Read(buf)
+		line = append(line, buf[:n]...)
+		if i := bytes.IndexByte(line, '\n'); i >= 0 {
+			return string(line[:i]), nil
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("a greeting of %d bytes without a newline: %w", len(line), syscall.EPROTO)
+}
+
+// A soakPhase is a length of the run with one fault injected on a
+// schedule.
+type soakPhase struct {
+	name  string
+	fault func(s *soak, stop <-chan struct{})
+}
+
+// every calls f at random intervals of up to max until stop.
+func every(s *soak, stop <-chan struct{}, max time.Duration, f func()) {
+	for {
+		t := time.NewTimer(time.Duration(1 + s.intn(int(max))))
+		select {
+		case <-stop:
+			t.Stop()
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}
+
+var soakPhases = []soakPhase{
+	{"mix", nil},
+	{"helpers-stopped", func(s *soak, stop <-chan struct{}) {
+		every(s, stop, 500*time.Millisecond, func() {
+			if tg := s.pick("userns"); tg != nil && tg.helper > 0 {
+				syscall.Kill(tg.helper, syscall.SIGSTOP)
+				t := time.NewTimer(time.Duration(s.intn(int(300 * time.Millisecond))))
+				select {
+				case <-stop:
+				case <-t.C:
+				}
+				syscall.Kill(tg.helper, syscall.SIGCONT)
+			}
+		})
+	}},
+	{"helpers-killed", func(s *soak, stop <-chan struct{}) {
+		every(s, stop, 500*time.Millisecond, func() {
+			if tg := s.pick("userns"); tg != nil && tg.helper > 0 {
+				syscall.Kill(tg.helper, syscall.SIGKILL)
+			}
+		})
+	}},
+	{"nofile", func(s *soak, stop <-chan struct{}) {
+		var old unix.Rlimit
+		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+			s.t.Errorf("getrlimit: %v", err)
+			return
+		}
+		every(s, stop, 400*time.Millisecond, func() {
+			low := old
+			low.Cur = uint64(openFDCount() + s.intn(16))
+			unix.Setrlimit(unix.RLIMIT_NOFILE, &low)
+			t := time.NewTimer(time.Duration(s.intn(int(200 * time.Millisecond))))
+			select {
+			case <-stop:
+			case <-t.C:
+			}
+			unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+		})
+		unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+	}},
+	{"deleted-under-use", func(s *soak, stop <-chan struct{}) {
+		every(s, stop, 50*time.Millisecond, func() {
+			if tg := s.pick(""); tg != nil {
+				s.remove(tg.name)
+			}
+		})
+	}},
+	{"guests-stopped", func(s *soak, stop <-chan struct{}) {
+		every(s, stop, 300*time.Millisecond, func() {
+			if tg := s.pick("guest"); tg != nil {
+				if s.intn(2) == 0 {
+					tg.guest.SetUnresponsive(true)
+				} else {
+					tg.guest.Close()
+				}
+			}
+		})
+	}},
+	{"tiny-deadlines", func(s *soak, stop <-chan struct{}) {
+		s.stopUntil.Store(time.Now().Add(time.Hour).UnixNano())
+		<-stop
+		s.stopUntil.Store(0)
+	}},
+}
+
+// openFDCount is fdCount for a goroutine that may not fail the test (the
+// read itself may meet the lowered limit: then the limit is not lowered).
+func openFDCount() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 1 << 20
+	}
+	return len(ents)
+}
+
+// soakCounts are what must come back after each phase.
+type soakCounts struct{ fds, goroutines, threads, helpers int }
+
+func (s *soak) counts() soakCounts {
+	return soakCounts{fdCount(s.t), runtime.NumGoroutine(), threadCount(s.t), len(helperPIDs(s.t))}
+}
+
+// phase runs one phase for d: the pool filled, workers and the churn
+// running, the fault injected; then everything closed.
+func (s *soak) phase(p soakPhase, d time.Duration) {
+	const workers = 16
+	poolSize := 24
+	if d < 10*time.Second {
+		poolSize = 12 // the suite's short run: the pool's setup is most of a phase under TCG
+	}
+	for range poolSize {
+		kinds := s.kinds()
+		if err := s.add(kinds[s.intn(len(kinds))]); err != nil {
+			s.fail(err)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				s.op()
+			}
+		})
+	}
+	// The churn: a target replaced every so often.
+	wg.Go(func() {
+		every(s, stop, 100*time.Millisecond, func() {
+			if tg := s.pick(""); tg != nil && s.intn(2) == 0 {
+				s.remove(tg.name)
+			}
+			s.mu.Lock()
+			n := len(s.targets)
+			s.mu.Unlock()
+			if n < poolSize {
+				kinds := s.kinds()
+				if err := s.add(kinds[s.intn(len(kinds))]); err != nil {
+					s.fail(err)
+				}
+			}
+		})
+	})
+	if p.fault != nil {
+		wg.Go(func() { p.fault(s, stop) })
+	}
+	time.AfterFunc(d, func() { close(stop) })
+	wg.Wait()
+	s.mu.Lock()
+	names := slices.Collect(maps.Keys(s.targets))
+	s.mu.Unlock()
+	for _, n := range names {
+		s.remove(n)
+	}
+}
+
+// settle waits (bounded) for the counts to come back to base, and records
+// a leak for each that does not.
+func (s *soak) settle(phase string, base soakCounts, maxThreads int) soakCounts {
+	deadline := time.Now().Add(15 * time.Second)
+	var c soakCounts
+	var foreign []string
+	for {
+		c, foreign = s.counts(), testenv.ThreadsOutsideNamespace(s.t)
+		if (c.fds <= base.fds && c.goroutines <= base.goroutines && c.helpers == 0 && len(foreign) == 0 && c.threads <= maxThreads) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // polling asynchronous teardown (helpers reaped, threads exiting), bounded
+	}
+	check := func(what string, got, want int) {
+		if got > want {
+			s.leaks = append(s.leaks, fmt.Sprintf("%s: %s %d (baseline %d)", phase, what, got, want))
+		}
+	}
+	check("descriptors", c.fds, base.fds)
+	check("goroutines", c.goroutines, base.goroutines)
+	check("helper processes", c.helpers, 0)
+	check("OS threads", c.threads, maxThreads)
+	if len(foreign) > 0 {
+		s.leaks = append(s.leaks, fmt.Sprintf("%s: threads in a foreign namespace: %v", phase, foreign))
+	}
+	return c
+}
+
+// runSoak is the soak process.
+func runSoak(t *testing.T) {
+	d, err := time.ParseDuration(os.Getenv(soakEnv))
+	require.NoError(t, err)
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv(soakSeedEnv); v != "" {
+		seed, err = strconv.ParseUint(v, 10, 64)
+		require.NoError(t, err)
+	}
+	s := &soak{t: t, namespaces: namespacesExpected(t), rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		dir: t.TempDir(), targets: map[string]*soakTarget{}, port: 20000, errs: map[string]int{}, samples: map[string]string{}}
+	// Warm-up: the runtime's own descriptors and threads (the poller,
+	// the first namespace switches) are not the soak's.
+	s.phase(soakPhases[0], time.Second)
+	base := s.settle("warm-up", soakCounts{fds: 1 << 30, goroutines: 1 << 30}, 1<<30)
+	maxThreads := 0
+	per := d / time.Duration(len(soakPhases))
+	start := time.Now()
+	for i, p := range soakPhases {
+		s.phase(p, per)
+		limit := maxThreads
+		if i == 0 {
+			limit = 1 << 30 // the first phase sets the threads' bound
+		}
+		c := s.settle(p.name, base, limit)
+		if i == 0 {
+			// Go keeps idle threads and starts more while others block
+			// in system calls, and nsthread ends the ones it discards:
+			// the count moves by a few either way. A leak grows with the
+			// operations; the bound is the first phase's count and 8.
+			maxThreads = c.threads + 8
+		}
+		t.Logf("phase %s: %d ops so far; descriptors %d (baseline %d), goroutines %d (%d), threads %d (bound %d), helpers %d",
+			p.name, s.ops.Load(), c.fds, base.fds, c.goroutines, base.goroutines, c.threads, maxThreads, c.helpers)
+	}
+	s.errMu.Lock()
+	kinds := slices.Sorted(maps.Keys(s.errs))
+	var errs []string
+	for _, k := range kinds {
+		errs = append(errs, fmt.Sprintf("%s:%d", k, s.errs[k]))
+		t.Logf("error %s, e.g.: %s", k, s.samples[k])
+	}
+	s.errMu.Unlock()
+	for _, l := range s.leaks {
+		t.Logf("LEAK: %s", l)
+	}
+	fmt.Printf("SOAK-SUMMARY duration=%s kernel=%s namespaces=%t seed=%d ops=%d errors={%s} misroutes=%d corrupt=%d leaks=%d\n",
+		time.Since(start).Round(time.Second), os.Getenv("VSOCKNS_KERNEL_RELEASE"), s.namespaces, seed, s.ops.Load(), strings.Join(errs, " "), s.misroutes.Load(), s.corrupt.Load(), len(s.leaks))
+	require.Zero(t, s.misroutes.Load(), "misroutes")
+	require.Zero(t, s.corrupt.Load(), "corrupted echoes")
+	require.Empty(t, s.leaks, "leaks")
+}
