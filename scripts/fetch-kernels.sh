@@ -18,7 +18,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${VSOCKNS_CACHE:-$root/.cache}
 apt_dir=$cache/apt
 kernels=$cache/kernels
-modules=(vsock vmw_vsock_virtio_transport_common vsock_loopback vhost_iotlb vhost vhost_vsock)
+modules=(vsock vmw_vsock_virtio_transport_common vsock_loopback vhost_iotlb vhost vhost_vsock vsock_diag)
 
 me=fetch-kernels
 . "$root/scripts/debian.sh"
@@ -36,12 +36,21 @@ image_package() {
 
 selected=()
 
+# has_modules DIR: every module the suite packs is in DIR/modules (a cache
+# made before a module joined the list is fetched again).
+has_modules() {
+	local m
+	for m in "${modules[@]}"; do
+		compgen -G "$1/modules/$m.ko*" >/dev/null || return 1
+	done
+}
+
 fetch() {
 	local suite=$1 image=$2 release dir tmp pkgs deps
 	release=${image#linux-image-}
 	dir=$kernels/$release
 	selected+=("$release")
-	if [ -f "$dir/vmlinuz" ] && [ -f "$dir/.complete" ]; then
+	if [ -f "$dir/vmlinuz" ] && [ -f "$dir/.complete" ] && has_modules "$dir"; then
 		echo "fetch-kernels: $release ($suite) already in $dir"
 		return
 	fi
