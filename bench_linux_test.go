@@ -471,18 +471,22 @@ func BenchmarkDialInterleaved(b *testing.B) {
 		dialVariant{"vsockns-current", dialVsockns(netns.None()), floor.port},
 		dialVariant{"handoff-only", dialHandoffOnly, floor.port})
 	interleave(b, vs,
-		func(v dialVariant) (int, time.Duration) {
-			start := time.Now()
-			c, err := v.dial(ctx, v.port)
-			if err != nil {
-				b.Fatal(v.name, err)
-			}
-			c.Close()
-			return 1, time.Since(start)
-		},
+		func(v dialVariant) (int, time.Duration) { return 1, timedDial(b, ctx, v) },
 		func(v dialVariant, n int, d time.Duration) {
 			b.ReportMetric(float64(d.Nanoseconds())/float64(n), v.name+"-ns/dial")
 		})
+}
+
+// timedDial dials v once, closes the connection and returns how long the
+// dial took.
+func timedDial(b *testing.B, ctx context.Context, v dialVariant) time.Duration {
+	start := time.Now()
+	c, err := v.dial(ctx, v.port)
+	if err != nil {
+		b.Fatal(v.name, err)
+	}
+	c.Close()
+	return time.Since(start)
 }
 
 // BenchmarkDialParallelInterleaved is BenchmarkDialParallel with the
@@ -863,15 +867,7 @@ func preparedVariants(b *testing.B) []dialVariant {
 func BenchmarkDialPreparedSerial(b *testing.B) {
 	ctx := context.Background()
 	interleave(b, preparedVariants(b),
-		func(v dialVariant) (int, time.Duration) {
-			start := time.Now()
-			c, err := v.dial(ctx, v.port)
-			if err != nil {
-				b.Fatal(v.name, err)
-			}
-			c.Close()
-			return 1, time.Since(start)
-		},
+		func(v dialVariant) (int, time.Duration) { return 1, timedDial(b, ctx, v) },
 		func(v dialVariant, n int, d time.Duration) {
 			b.ReportMetric(float64(d.Nanoseconds())/float64(n), v.name+"-ns/dial")
 		})

@@ -71,6 +71,16 @@ func tokenServer(t testing.TB, l net.Listener, token string) {
 	}()
 }
 
+// tokenListener listens on a free port with listen (a ListenConfig's
+// ListenVsock or ListenSeqpacket) and answers with token (tokenServer).
+func tokenListener(t testing.TB, listen func(context.Context, uint32, uint32) (*vsockns.Listener, error), token string) *vsockns.Listener {
+	t.Helper()
+	l, err := listen(context.Background(), vsock.Local, 0)
+	require.NoError(t, err)
+	tokenServer(t, l, token)
+	return l
+}
+
 // readToken dials through d and returns what the server said.
 func readToken(t testing.TB, d *vsockns.Dialer, port uint32) string {
 	t.Helper()
@@ -144,9 +154,7 @@ func TestPrepareServesOnlyItsNamespace(t *testing.T) {
 
 func TestPrepareBatchesOneSwitch(t *testing.T) {
 	n := preparedNamespace(t, vsockns.ModeGlobal)
-	l, err := n.ListenConfig().ListenVsock(context.Background(), vsock.Local, 0)
-	require.NoError(t, err)
-	tokenServer(t, l, "x")
+	l := tokenListener(t, n.ListenConfig().ListenVsock, "x")
 	port := l.Addr().(*vsock.Addr).Port
 	require.NoError(t, n.Prepare(16, 0))
 	held, made, _ := vsockns.ReadyStats(n, false)
@@ -242,15 +250,13 @@ func TestPrepareDialOptionsApply(t *testing.T) {
 
 func TestPrepareFailedConnectDiscardsSocket(t *testing.T) {
 	n := preparedNamespace(t, vsockns.ModeGlobal)
-	l, err := n.ListenConfig().ListenVsock(context.Background(), vsock.Local, 0)
-	require.NoError(t, err)
-	tokenServer(t, l, "x")
+	l := tokenListener(t, n.ListenConfig().ListenVsock, "x")
 	require.NoError(t, n.Prepare(4, 0))
 	readToken(t, n.Dialer(), l.Addr().(*vsock.Addr).Port)
 	waitHeld(t, n, false, 4)
 	waitUntil(t, "only this store holds sockets", func() bool { return vsockns.ReadyHeld() == 4 })
 	before := fdCount(t)
-	_, err = n.Dialer().DialVsock(context.Background(), vsock.Local, 5999) // nobody listens
+	_, err := n.Dialer().DialVsock(context.Background(), vsock.Local, 5999) // nobody listens
 	require.ErrorIs(t, err, syscall.ECONNRESET)
 	held, _, _ := vsockns.ReadyStats(n, false)
 	assert.Equal(t, 3, held, "the failed dial's socket did not come back")
@@ -259,12 +265,8 @@ func TestPrepareFailedConnectDiscardsSocket(t *testing.T) {
 
 func TestPrepareSeqpacketStoreSeparate(t *testing.T) {
 	n := preparedNamespace(t, vsockns.ModeGlobal)
-	sl, err := n.ListenConfig().ListenSeqpacket(context.Background(), vsock.Local, 0)
-	require.NoError(t, err)
-	tokenServer(t, sl, "message")
-	l, err := n.ListenConfig().ListenVsock(context.Background(), vsock.Local, 0)
-	require.NoError(t, err)
-	tokenServer(t, l, "stream")
+	sl := tokenListener(t, n.ListenConfig().ListenSeqpacket, "message")
+	l := tokenListener(t, n.ListenConfig().ListenVsock, "stream")
 	require.NoError(t, n.Prepare(0, 4))
 	d := n.Dialer()
 	for range 3 {
@@ -306,12 +308,8 @@ func connFd(t testing.TB, c *vsockns.Conn) int {
 
 func TestPrepareCloseFreesEveryDescriptor(t *testing.T) {
 	n := preparedNamespace(t, vsockns.ModeGlobal)
-	l, err := n.ListenConfig().ListenVsock(context.Background(), vsock.Local, 0)
-	require.NoError(t, err)
-	tokenServer(t, l, "x")
-	sl, err := n.ListenConfig().ListenSeqpacket(context.Background(), vsock.Local, 0)
-	require.NoError(t, err)
-	tokenServer(t, sl, "x")
+	l := tokenListener(t, n.ListenConfig().ListenVsock, "x")
+	sl := tokenListener(t, n.ListenConfig().ListenSeqpacket, "x")
 	before := settledFdCount(t)
 	heldBefore := vsockns.ReadyHeld()
 	require.NoError(t, n.Prepare(32, 16))
@@ -343,9 +341,7 @@ func TestPrepareIdleStoreDrains(t *testing.T) {
 	old := vsockns.SetReadyIdle(2 * time.Second)
 	defer vsockns.SetReadyIdle(old)
 	n := preparedNamespace(t, vsockns.ModeGlobal)
-	l, err := n.ListenConfig().ListenVsock(context.Background(), vsock.Local, 0)
-	require.NoError(t, err)
-	tokenServer(t, l, "x")
+	l := tokenListener(t, n.ListenConfig().ListenVsock, "x")
 	port := l.Addr().(*vsock.Addr).Port
 	require.NoError(t, n.Prepare(8, 0))
 	before := settledFdCount(t)
@@ -465,9 +461,7 @@ func TestPrepareCapUnder1000Namespaces(t *testing.T) {
 
 	// A store left short by the bound still dials, the usual way.
 	last := refs[count-1]
-	l, err := last.ListenConfig().ListenVsock(context.Background(), vsock.Local, 0)
-	require.NoError(t, err)
-	tokenServer(t, l, "last")
+	l := tokenListener(t, last.ListenConfig().ListenVsock, "last")
 	for range 10 {
 		assert.Equal(t, "last", readToken(t, last.Dialer(), l.Addr().(*vsock.Addr).Port))
 	}
@@ -482,9 +476,7 @@ func TestPrepareCapUnder1000Namespaces(t *testing.T) {
 // filling is not an error) and dials go on as without it.
 func TestPrepareDescriptorExhaustion(t *testing.T) {
 	n := preparedNamespace(t, vsockns.ModeGlobal)
-	l, err := n.ListenConfig().ListenVsock(context.Background(), vsock.Local, 0)
-	require.NoError(t, err)
-	tokenServer(t, l, "x")
+	l := tokenListener(t, n.ListenConfig().ListenVsock, "x")
 	port := l.Addr().(*vsock.Addr).Port
 	base := settledFdCount(t)
 	require.NoError(t, n.Prepare(64, 0))
