@@ -13,7 +13,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 # The whole suite must finish well inside CI's limit; the VM boots are the
 # long part (about 3 s each under TCG plus the tests).
-TEST_TIMEOUT ?= 20m
+TEST_TIMEOUT ?= 40m
 
 .PHONY: all test vet host-test vm-test kernel qemu cc demo bench bench-scale bench-ss soak soak-race clean
 

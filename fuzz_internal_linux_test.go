@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netns"
+	"github.com/vsockns/vsockns/internal/nsthread"
 	"golang.org/x/sys/unix"
 )
 
@@ -443,7 +445,23 @@ func FuzzNamespaceServe(f *testing.F) {
 			t.Skip("Namespace.Serve enters the namespace it serves (setns): needs root")
 		}
 		defer noMarkers(t)
-		n, err := OpenNamespace(0)
+		// A namespace of its own: the seeds write child_ns_mode, which in
+		// the test's own (the VM's init namespace) made every later
+		// namespace local and failed a dozen tests of other packages.
+		own := -1
+		err := nsthread.Run(context.Background(), nil, nsthread.Caller(), func() error {
+			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+				return os.NewSyscallError("unshare", err)
+			}
+			var err error
+			own, err = nsthread.Current()
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := OpenNamespace(netns.NsHandle(own))
+		unix.Close(own)
 		if err != nil {
 			t.Fatal(err)
 		}

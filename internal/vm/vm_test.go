@@ -128,7 +128,11 @@ func TestVM(t *testing.T) {
 			t.Parallel()
 			env := []string{"VSOCKNS_CLI=/bin/vsockns", "VSOCKNS_IN_VM=1", "VSOCKNS_KERNEL_RELEASE=" + k.Release,
 				fmt.Sprintf("VSOCKNS_EXPECT_NAMESPACES=%t", k.HasVsockNamespaces())}
-			cfg := Config{Kernel: k, Init: init, Binaries: bins, Commands: cmds, Env: env, WorkDir: work}
+			// The newest kernel's boot runs everything twice (the second
+			// time under the race detector): 10 minutes was not enough on
+			// a loaded 2-core host. A stuck guest still ends within a
+			// minute (Config.Silence), a hung test at its -test.timeout.
+			cfg := Config{Kernel: k, Init: init, Binaries: bins, Commands: cmds, Env: env, WorkDir: work, Timeout: 25 * time.Minute}
 			if i == 0 {
 				// Before the last run, which writes the init namespace's
 				// child_ns_mode.
