@@ -239,10 +239,6 @@ func TestCLISSScale(t *testing.T) {
 	setup := time.Since(start)
 
 	start = time.Now()
-	list, err := vsockns.NodeSockets(ctx)
-	lib := time.Since(start)
-	require.NoError(t, err)
-	start = time.Now()
 	r := runCLI(t, "", "ss", "--all", "--json")
 	asJSON := time.Since(start)
 	require.Equal(t, 0, r.code, "%s", r.stderr)
@@ -263,9 +259,15 @@ func TestCLISSScale(t *testing.T) {
 		}
 	}
 	if !bench {
-		t.Logf("%d namespaces (set up in %v): vsockns ss --all --json %v, NodeSockets %v", n, setup, asJSON, lib)
+		// The suite's boot has a time limit: the in-process listing and
+		// the breakdown are for make bench-ss.
+		t.Logf("%d namespaces (set up in %v): vsockns ss --all --json %v", n, setup, asJSON)
 		return
 	}
+	start = time.Now()
+	list, err := vsockns.NodeSockets(ctx)
+	lib := time.Since(start)
+	require.NoError(t, err)
 	start = time.Now()
 	r = runCLI(t, "", "ss", "--all")
 	table := time.Since(start)
