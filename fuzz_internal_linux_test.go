@@ -193,8 +193,12 @@ func FuzzRecvMsg(f *testing.F) {
 		m := fuzzScript(in)[0]
 		for _, asRequest := range []bool{true, false} {
 			client, server := packetPair(t)
-			if !sendScripted(t, client, m) {
-				client.Close()
+			sent := sendScripted(t, client, m)
+			// The client's end follows its message: an empty message
+			// reads as an end (zero bytes), and recvMsg then reads on to
+			// tell it from the real one.
+			client.Close()
+			if !sent {
 				server.Close()
 				continue
 			}
@@ -227,7 +231,6 @@ func FuzzRecvMsg(f *testing.F) {
 			if fd >= 0 {
 				unix.Close(fd)
 			}
-			client.Close()
 			server.Close()
 			noMarkers(t)
 		}
@@ -365,7 +368,7 @@ func FuzzServeRequests(f *testing.F) {
 				break
 			}
 			if len(m.data) == 0 && m.fds == 0 {
-				break // an empty message reads as the end
+				continue // an empty message is passed over (see recvMsg)
 			}
 			var req request
 			if m.fds > 1 || len(m.data) > maxMessage || json.Unmarshal(m.data, &req) != nil {
