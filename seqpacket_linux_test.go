@@ -405,9 +405,12 @@ func TestSeqpacketFailedReadReturnsZero(t *testing.T) {
 }
 
 // A SOCK_SEQPACKET read whose connection was reset (the guest's listener
-// closed before accepting it) returns n == 0 with ECONNRESET; it returned
-// recvmsg(2)'s -1, and a caller slicing its buffer by n panicked (TestSoak
-// did, in its first run on 7.3).
+// closed before accepting it) returns n == 0 with its error, as io.Reader
+// requires. A read failing with an errno returned recvmsg(2)'s -1 (the
+// socket package passes the system call's result on), and a caller
+// slicing its buffer by n panicked: TestSoak did, in its first run on 7.3.
+// (The reset here reads as EOF on 6.1, 7.2 and 7.3, before the fix too:
+// which errno the soak's read met is not known.)
 func TestSeqpacketResetReadReturnsZero(t *testing.T) {
 	testenv.NeedVsock(t)
 	ns := testenv.NSOfMode(t, vsockns.ModeLocal)
@@ -428,7 +431,7 @@ func TestSeqpacketResetReadReturnsZero(t *testing.T) {
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
 	buf := make([]byte, 64)
 	n, err := c.Read(buf)
-	require.ErrorIs(t, err, syscall.ECONNRESET)
+	require.Error(t, err)
 	assert.Equal(t, 0, n, "Read: %v", err)
 	n, _, err = c.ReadMsg(buf)
 	require.Error(t, err)

@@ -67,7 +67,11 @@ func TestSoakVM(t *testing.T) {
 			summary = strings.TrimSpace(line[i+len("summary: "):])
 		}
 	}
-	what := "Linux " + k.Release + " under QEMU (" + benchAccel(res) + ")"
+	accel := "TCG"
+	if res.Accel.KVM {
+		accel = "KVM"
+	}
+	what := "Linux " + k.Release + " under QEMU (" + accel + ")"
 	if race {
 		what += ", -race"
 	}
