@@ -73,6 +73,10 @@ func TestSoak(t *testing.T) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSoak$", "-test.v", fmt.Sprintf("-test.timeout=%s", d+5*time.Minute))
 	cmd.Env = append(os.Environ(), soakChildEnv+"=1", soakEnv+"="+d.String())
+	// In a network namespace of its own: a soak run in the suite's VM
+	// (on 7.2) left the init namespace's child_ns_mode written (local),
+	// which the later tests then met; not yet traced (see docs/soak.md).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNET}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -693,6 +697,11 @@ func runSoak(t *testing.T) {
 		dir: t.TempDir(), targets: map[string]*soakTarget{}, port: 20000, errs: map[string]int{}, samples: map[string]string{}}
 	// Warm-up: the runtime's own descriptors and threads (the poller,
 	// the first namespace switches) are not the soak's.
+	for _, k := range s.kinds() { // every kind once: what the package keeps for good (a private parent namespace) is in the baseline
+		if err := s.add(k); err != nil {
+			s.fail(err)
+		}
+	}
 	s.phase(soakPhases[0], time.Second)
 	base := s.settle("warm-up", soakCounts{fds: 1 << 30, goroutines: 1 << 30}, 1<<30)
 	maxThreads := 0
