@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vsockns/vsockns/internal/nsthread"
 )
 
 // The fuzz targets of the remote protocol's decoding: one message
@@ -433,7 +435,7 @@ func FuzzHelperSpec(f *testing.F) {
 // anything (after reading its hello) costs the other clients nothing: one
 // that connects meanwhile is served, and once the garbage's sender is gone
 // and the server stopped, no descriptor it sent is left open. Serving
-// enters the namespace (the test's own): root only.
+// enters the namespace (a fresh one): root only.
 func FuzzNamespaceServe(f *testing.F) {
 	for _, s := range seedRequests {
 		f.Add(s)
@@ -443,7 +445,21 @@ func FuzzNamespaceServe(f *testing.F) {
 			t.Skip("Namespace.Serve enters the namespace it serves (setns): needs root")
 		}
 		defer noMarkers(t)
-		n, err := OpenNamespace(0)
+		// A namespace of its own: the scripts write sysctls (the seeds
+		// write child_ns_mode), which in the test's own namespace (the
+		// VM's init namespace) every later test would meet.
+		nsfd := -1
+		if err := nsthread.Run(context.Background(), nil, nsthread.Caller(), func() error {
+			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+				return err
+			}
+			var err error
+			nsfd, err = nsthread.Current()
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		n, err := adoptNamespace(nsfd, "the fuzz target's namespace")
 		if err != nil {
 			t.Fatal(err)
 		}

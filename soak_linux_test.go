@@ -73,10 +73,6 @@ func TestSoak(t *testing.T) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSoak$", "-test.v", fmt.Sprintf("-test.timeout=%s", d+5*time.Minute))
 	cmd.Env = append(os.Environ(), soakChildEnv+"=1", soakEnv+"="+d.String())
-	// In a network namespace of its own: a soak run in the suite's VM
-	// (on 7.2) left the init namespace's child_ns_mode written (local),
-	// which the later tests then met; not yet traced (see docs/soak.md).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNET}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
