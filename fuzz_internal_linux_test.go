@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-	"github.com/vsockns/vsockns/internal/nsthread"
 	"golang.org/x/sys/unix"
+
+	"github.com/vsockns/vsockns/internal/nsthread"
 )
 
 // The fuzz targets of the remote protocol's decoding: one message
@@ -195,8 +195,12 @@ func FuzzRecvMsg(f *testing.F) {
 		m := fuzzScript(in)[0]
 		for _, asRequest := range []bool{true, false} {
 			client, server := packetPair(t)
-			if !sendScripted(t, client, m) {
-				client.Close()
+			sent := sendScripted(t, client, m)
+			// The client's end follows its message: an empty message
+			// reads as an end (zero bytes), and recvMsg then reads on to
+			// tell it from the real one.
+			client.Close()
+			if !sent {
 				server.Close()
 				continue
 			}
@@ -229,7 +233,6 @@ func FuzzRecvMsg(f *testing.F) {
 			if fd >= 0 {
 				unix.Close(fd)
 			}
-			client.Close()
 			server.Close()
 			noMarkers(t)
 		}
@@ -370,7 +373,7 @@ func FuzzServeRequests(f *testing.F) {
 				break
 			}
 			if len(m.data) == 0 && m.fds == 0 {
-				break // an empty message reads as the end
+				continue // an empty message is passed over (see recvMsg)
 			}
 			var req request
 			if m.fds > 1 || len(m.data) > maxMessage || json.Unmarshal(m.data, &req) != nil {
@@ -435,7 +438,7 @@ func FuzzHelperSpec(f *testing.F) {
 // anything (after reading its hello) costs the other clients nothing: one
 // that connects meanwhile is served, and once the garbage's sender is gone
 // and the server stopped, no descriptor it sent is left open. Serving
-// enters the namespace (the test's own): root only.
+// enters the namespace (a fresh one): root only.
 func FuzzNamespaceServe(f *testing.F) {
 	for _, s := range seedRequests {
 		f.Add(s)
@@ -445,23 +448,21 @@ func FuzzNamespaceServe(f *testing.F) {
 			t.Skip("Namespace.Serve enters the namespace it serves (setns): needs root")
 		}
 		defer noMarkers(t)
-		// A namespace of its own: the seeds write child_ns_mode, which in
-		// the test's own (the VM's init namespace) made every later
-		// namespace local and failed a dozen tests of other packages.
-		own := -1
-		err := nsthread.Run(context.Background(), nil, nsthread.Caller(), func() error {
+		// A namespace of its own: the scripts write sysctls (the seeds
+		// write child_ns_mode), which in the test's own namespace (the
+		// VM's init namespace) every later test would meet.
+		nsfd := -1
+		if err := nsthread.Run(context.Background(), nil, nsthread.Caller(), func() error {
 			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-				return os.NewSyscallError("unshare", err)
+				return err
 			}
 			var err error
-			own, err = nsthread.Current()
+			nsfd, err = nsthread.Current()
 			return err
-		})
-		if err != nil {
+		}); err != nil {
 			t.Fatal(err)
 		}
-		n, err := OpenNamespace(netns.NsHandle(own))
-		unix.Close(own)
+		n, err := adoptNamespace(nsfd, "the fuzz target's namespace")
 		if err != nil {
 			t.Fatal(err)
 		}

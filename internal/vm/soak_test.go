@@ -49,8 +49,10 @@ func TestSoakVM(t *testing.T) {
 	}
 	env := []string{"VSOCKNS_IN_VM=1", "VSOCKNS_KERNEL_RELEASE=" + k.Release,
 		"VSOCKNS_EXPECT_NAMESPACES=" + strconv.FormatBool(k.HasVsockNamespaces()), "VSOCKNS_SOAK=" + d.String()}
-	if s := os.Getenv("VSOCKNS_SOAK_SEED"); s != "" {
-		env = append(env, "VSOCKNS_SOAK_SEED="+s)
+	for _, k := range []string{"VSOCKNS_SOAK_SEED", "VSOCKNS_SOAK_PHASES"} {
+		if s := os.Getenv(k); s != "" {
+			env = append(env, k+"="+s)
+		}
 	}
 	res := boot(t, Config{Kernel: k, Init: mustInit(t, root, work), Binaries: bins, Files: files, WorkDir: work,
 		Env: env, Timeout: d + 15*time.Minute, MemoryMB: 4096,
@@ -67,7 +69,11 @@ func TestSoakVM(t *testing.T) {
 			summary = strings.TrimSpace(line[i+len("summary: "):])
 		}
 	}
-	what := "Linux " + k.Release + " under QEMU (" + benchAccel(res) + ")"
+	accel := "TCG"
+	if res.Accel.KVM {
+		accel = "KVM"
+	}
+	what := "Linux " + k.Release + " under QEMU (" + accel + ")"
 	if race {
 		what += ", -race"
 	}
