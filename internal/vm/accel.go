@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -197,7 +198,7 @@ func probeBoot(qemu, image string, bound time.Duration) string {
 	waitErr := cmd.Wait()
 	var stop *stopError
 	switch cause := context.Cause(ctx); {
-	case asStop(cause, &stop):
+	case errors.As(cause, &stop):
 		return stop.why
 	case cause == errProbeSilent:
 		return fmt.Sprintf("no kernel panic line within %s (the guest ran no further, or QEMU paused it)", bound)

@@ -113,8 +113,6 @@ type stopError struct {
 
 func (e *stopError) Error() string { return e.why }
 
-func asStop(err error, target **stopError) bool { return errors.As(err, target) }
-
 // bootOnce runs QEMU once under accel.
 func bootOnce(ctx context.Context, cfg Config, qemu, initrd string, accel Accel) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
@@ -247,7 +245,7 @@ func bootOnce(ctx context.Context, cfg Config, qemu, initrd string, accel Accel)
 	res.FirstOutput, res.MaxSilence = first, maxGap
 	var se *stopError
 	switch {
-	case asStop(context.Cause(ctx), &se):
+	case errors.As(context.Cause(ctx), &se):
 		res.Stopped, res.AccelFailed = se.why, se.accel
 	case ctx.Err() != nil && !res.Done:
 		res.TimedOut = true
