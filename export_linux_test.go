@@ -25,3 +25,17 @@ func ReadyLimit() int64 { return readyLimit() }
 func SetReadyIdle(d time.Duration) time.Duration {
 	return time.Duration(readyIdle.Swap(int64(d)))
 }
+
+// For the tests of CreateUserNamespace's helper.
+
+// HelperRequests is how many requests n has sent its server (0 for a
+// namespace this process enters itself).
+func HelperRequests(n *Namespace) int64 {
+	if n.remote == nil {
+		return 0
+	}
+	return n.remote.requests.Load()
+}
+
+// HelperPid is the pid of n's helper process (0 for none).
+func HelperPid(n *Namespace) int { return n.helperPid }

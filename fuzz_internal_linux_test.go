@@ -79,11 +79,14 @@ type fuzzMsg struct {
 const (
 	maxScript    = 8
 	maxScriptMsg = maxMessage + 64
+	maxScriptFDs = maxBatch + 3
 )
 
 // fuzzScript splits an input into messages at each "\n\x00" pair; the
 // first byte of each message says how many descriptors it carries (its
-// value modulo 3), the rest is the message. At most maxScript messages.
+// value modulo maxScriptFDs+1: none, one, a batch's, or more than a
+// message may carry), the rest is the message. At most maxScript
+// messages.
 func fuzzScript(in []byte) []fuzzMsg {
 	var msgs []fuzzMsg
 	for _, part := range bytes.Split(in, []byte("\n\x00")) {
@@ -92,7 +95,7 @@ func fuzzScript(in []byte) []fuzzMsg {
 		}
 		m := fuzzMsg{}
 		if len(part) > 0 {
-			m.fds, m.data = int(part[0]%3), part[1:]
+			m.fds, m.data = int(part[0])%(maxScriptFDs+1), part[1:]
 		}
 		if len(m.data) > maxScriptMsg {
 			m.data = m.data[:maxScriptMsg]
@@ -165,22 +168,33 @@ var seedRequests = [][]byte{
 	script(0, `{"id":18446744073709551615,"op":"read","name":"ns_mode"}`),
 	script(0, `null`),
 	script(0, "\xff\xfe"),
+	script(0, `{"id":10,"op":"sockets","type":1,"count":3}`),
+	script(0, `{"id":11,"op":"sockets","type":5,"count":64}`, 0, `{"id":12,"op":"sockets","type":1,"count":65}`),
+	script(0, `{"id":13,"op":"sockets","type":1,"count":0}`, 0, `{"id":14,"op":"sockets","type":1,"count":-1}`),
+	script(0, `{"id":15,"op":"sockets","type":7,"count":2}`),
+	script(3, `{"id":16,"op":"sockets","type":1,"count":1}`),
 }
 
 var seedReplies = [][]byte{
-	script(1, `{"id":0,"version":1}`, 1, `{"id":1}`, 0, `{"id":2,"value":"local"}`),
-	script(0, `{"id":0,"version":1}`),
-	script(1, `{"id":0,"version":2}`),
-	script(2, `{"id":0,"version":1}`),
-	script(0, `{"id":0,"version":1,"err":{"text":"no","errno":13,"is":["userns-disabled"]}}`),
-	script(1, `{"id":0,"version":1}`, 2, `{"id":1}`, 1, `{"id":2}`),
-	script(1, `{"id":0,"version":1}`, 1, `{"id":2,"err":{"text":"x","errno":1,"syscall":"socket"}}`, 1, `{"id":1,"err":{"text":"y","path_op":"open","path":"/p","errno":2}}`),
-	script(1, `{"id":0,"version":1}`, 1, `{"id":7}`, 1, `{"id":1}`, 1, `{"id":1}`),
-	script(1, `{"id":0,"version":1}`, 0, `{"id":1,`),
-	script(1, `{"id":0,"version":1}`, 1, bytes.Repeat([]byte{' '}, maxMessage+1)),
-	script(1, `{"id":0,"version":1}`, 0, ``),
-	script(1, `{"id":0,"version":1}`, 0, `{"id":1,"err":{"is":["bogus","canceled"]}}`, 0, `{"id":2,"err":null}`),
-	script(1, `{"id":0,"version":1,"err":{"text":"refused with a descriptor"}}`),
+	script(1, `{"id":0,"version":2}`, 1, `{"id":1}`, 0, `{"id":2,"value":"local"}`),
+	script(0, `{"id":0,"version":2}`),
+	script(1, `{"id":0,"version":1}`),
+	script(1, `{"id":0,"version":3}`),
+	script(2, `{"id":0,"version":2}`),
+	script(0, `{"id":0,"version":2,"err":{"text":"no","errno":13,"is":["userns-disabled"]}}`),
+	script(1, `{"id":0,"version":2}`, 2, `{"id":1}`, 1, `{"id":2}`),
+	script(1, `{"id":0,"version":2}`, 1, `{"id":2,"err":{"text":"x","errno":1,"syscall":"socket"}}`, 1, `{"id":1,"err":{"text":"y","path_op":"open","path":"/p","errno":2}}`),
+	script(1, `{"id":0,"version":2}`, 1, `{"id":7}`, 1, `{"id":1}`, 1, `{"id":1}`),
+	script(1, `{"id":0,"version":2}`, 0, `{"id":1,`),
+	script(1, `{"id":0,"version":2}`, 1, bytes.Repeat([]byte{' '}, maxMessage+1)),
+	script(1, `{"id":0,"version":2}`, 0, ``),
+	script(1, `{"id":0,"version":2}`, 0, `{"id":1,"err":{"is":["bogus","canceled"]}}`, 0, `{"id":2,"err":null}`),
+	script(1, `{"id":0,"version":2,"err":{"text":"refused with a descriptor"}}`),
+	script(1, `{"id":0,"version":2}`, 3, `{"id":3}`, 1, `{"id":1}`, 0, `{"id":2,"value":"global"}`),
+	script(1, `{"id":0,"version":2}`, 2, `{"id":1}`, 5, `{"id":3}`, 0, `{"id":3}`),
+	script(1, `{"id":0,"version":2}`, 0, `{"id":3}`, 64, `{"id":1}`),
+	script(1, `{"id":0,"version":2}`, 67, `{"id":3}`, 65, `{"id":2}`),
+	script(3, `{"id":0,"version":2}`),
 }
 
 // FuzzRecvMsg: one message, of any bytes and with 0 to 2 descriptors,
@@ -205,34 +219,35 @@ func FuzzRecvMsg(f *testing.F) {
 				continue
 			}
 			var v any = &reply{}
+			max := maxBatch
 			if asRequest {
-				v = &request{}
+				v, max = &request{}, 1
 			}
-			fd, err := recvMsg(server, v)
+			fds, lost, err := recvMsg(server, v, max)
 			switch {
 			case err != nil:
 				checkRecvError(t, err)
-				if fd != -1 {
-					t.Fatalf("recvMsg: descriptor %d with error %v", fd, err)
+				if fds != nil {
+					t.Fatalf("recvMsg: descriptors %v with error %v", fds, err)
 				}
-				if len(m.data) > 0 && m.fds < 2 && len(m.data) <= maxMessage && json.Valid(m.data) && !errors.Is(err, io.EOF) {
+				if len(m.data) > 0 && m.fds <= max && len(m.data) <= maxMessage && json.Valid(m.data) && !errors.Is(err, io.EOF) {
 					// Valid JSON of the wrong shape is an error too, but
 					// then it must be the decoder's, not a lost message.
 					var syn *json.UnmarshalTypeError
 					if !errors.As(err, &syn) {
-						t.Fatalf("recvMsg refused valid JSON %q with %d descriptors: %v", m.data, m.fds, err)
+						t.Fatalf("recvMsg refused valid JSON %q with %d descriptors (max %d): %v", m.data, m.fds, max, err)
 					}
 				}
-			case m.fds > 1:
-				t.Fatalf("recvMsg accepted %d descriptors in one message", m.fds)
+			case m.fds > max:
+				t.Fatalf("recvMsg accepted %d descriptors in one message (max %d)", m.fds, max)
 			case len(m.data) > maxMessage:
 				t.Fatalf("recvMsg accepted a message of %d bytes (max %d)", len(m.data), maxMessage)
-			case (fd >= 0) != (m.fds == 1):
-				t.Fatalf("recvMsg: descriptor %d for a message with %d", fd, m.fds)
+			case lost:
+				t.Fatalf("recvMsg: descriptors lost with descriptors to spare")
+			case len(fds) != m.fds:
+				t.Fatalf("recvMsg: %d descriptors for a message with %d", len(fds), m.fds)
 			}
-			if fd >= 0 {
-				unix.Close(fd)
-			}
+			closeFds(fds)
 			server.Close()
 			noMarkers(t)
 		}
@@ -257,7 +272,7 @@ func FuzzRemoteClient(f *testing.F) {
 		// ID 0) ends its wait; after anything else it waits on, so the
 		// whole script goes at once, and the end of it.
 		var first reply
-		hello := msgs[0].fds < 2 && len(msgs[0].data) <= maxMessage && json.Unmarshal(msgs[0].data, &first) == nil && first.ID == 0
+		hello := msgs[0].fds <= maxBatch && len(msgs[0].data) <= maxMessage && json.Unmarshal(msgs[0].data, &first) == nil && first.ID == 0
 		if !hello {
 			for _, m := range msgs {
 				sendScripted(t, server, m)
@@ -281,19 +296,21 @@ func FuzzRemoteClient(f *testing.F) {
 		}
 		unix.Close(nsfd)
 		defer r.close()
-		// Two calls, pending before the rest of the script is sent: the
-		// server reads both requests first.
+		// Three calls, pending before the rest of the script is sent: the
+		// server reads the three requests first.
 		var wg sync.WaitGroup
 		var sockFD int
-		var sockErr, readErr error
+		var batch []int
+		var sockErr, readErr, batchErr error
 		wg.Go(func() { sockFD, sockErr = r.socket(context.Background(), unix.SOCK_STREAM) })
 		wg.Go(func() { _, readErr = r.readSysctl(context.Background(), "ns_mode") })
+		wg.Go(func() { batch, batchErr = r.sockets(context.Background(), unix.SOCK_STREAM, 3) })
 		if len(msgs) > 1 {
-			for range 2 {
+			for range 3 {
 				var req request
-				fd, err := recvMsg(server, &req)
-				if err != nil || fd != -1 {
-					t.Fatalf("the client's request: descriptor %d, %v", fd, err)
+				fds, _, err := recvMsg(server, &req, 1)
+				if err != nil || len(fds) != 0 {
+					t.Fatalf("the client's request: descriptors %v, %v", fds, err)
 				}
 			}
 			for _, m := range msgs[1:] {
@@ -307,10 +324,17 @@ func FuzzRemoteClient(f *testing.F) {
 			t.Fatalf("socket call: no error and no descriptor")
 		case sockErr != nil && sockFD != -1:
 			t.Fatalf("socket call: descriptor %d with error %v", sockFD, sockErr)
+		case len(batch) > 3:
+			t.Fatalf("a batch of 3: %d descriptors", len(batch))
+		case batchErr == nil && len(batch) == 0:
+			t.Fatalf("a batch of 3: no error and no descriptor")
+		case batchErr != nil && len(batch) != 0:
+			t.Fatalf("a batch of 3 (one request): descriptors %v with error %v", batch, batchErr)
 		}
 		if sockFD >= 0 {
 			unix.Close(sockFD)
 		}
+		closeFds(batch)
 		_ = readErr // any answer will do; what it holds is checked by noMarkers
 	})
 }
@@ -326,6 +350,17 @@ func (fakeBackend) socket(context.Context, int) (int, error) {
 		return -1, os.NewSyscallError("memfd_create", err)
 	}
 	return fd, nil
+}
+func (b fakeBackend) sockets(ctx context.Context, typ, k int) ([]int, error) {
+	var fds []int
+	for range k {
+		fd, err := b.socket(ctx, typ)
+		if err != nil {
+			return fds, err
+		}
+		fds = append(fds, fd)
+	}
+	return fds, nil
 }
 func (fakeBackend) openVhost(ctx context.Context) (int, error) {
 	<-ctx.Done()
@@ -360,11 +395,11 @@ func FuzzServeRequests(f *testing.F) {
 			server.Close()
 		}()
 		var hello reply
-		fd, err := recvMsg(client, &hello)
-		if err != nil || fd < 0 || hello.Version != protocolVersion {
-			t.Fatalf("hello: %+v, descriptor %d, %v", hello, fd, err)
+		fds, _, err := recvMsg(client, &hello, 1)
+		if err != nil || len(fds) != 1 || hello.Version != protocolVersion {
+			t.Fatalf("hello: %+v, descriptors %v, %v", hello, fds, err)
 		}
-		unix.Close(fd)
+		closeFds(fds)
 		// What the server must answer: the requests it decoded before
 		// the first message it could not (after which it stops).
 		want := map[uint64]int{}
@@ -391,13 +426,11 @@ func FuzzServeRequests(f *testing.F) {
 		got := map[uint64]int{}
 		for {
 			var rep reply
-			fd, err := recvMsg(client, &rep)
+			fds, _, err := recvMsg(client, &rep, maxBatch)
 			if err != nil {
 				break
 			}
-			if fd >= 0 {
-				unix.Close(fd)
-			}
+			closeFds(fds)
 			got[rep.ID]++
 		}
 		err = <-served
@@ -488,19 +521,17 @@ func FuzzNamespaceServe(f *testing.F) {
 		}
 		defer bad.Close()
 		var hello reply
-		fd, err := recvMsg(bad, &hello)
-		if err != nil || fd < 0 {
-			t.Fatalf("hello: descriptor %d, %v", fd, err)
+		fds, _, err := recvMsg(bad, &hello, 1)
+		if err != nil || len(fds) != 1 {
+			t.Fatalf("hello: descriptors %v, %v", fds, err)
 		}
-		unix.Close(fd)
+		closeFds(fds)
 		var drained sync.WaitGroup
 		drained.Go(func() {
 			for {
 				var rep reply
-				fd, err := recvMsg(bad, &rep)
-				if fd >= 0 {
-					unix.Close(fd)
-				}
+				fds, _, err := recvMsg(bad, &rep, maxBatch)
+				closeFds(fds)
 				if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 					return
 				}

@@ -298,6 +298,7 @@ type Namespace struct {
 	// the server that performs its calls, and what ends that server.
 	remote     *remote
 	stopRemote func()
+	helperPid  int // CreateUserNamespace's helper process, if any
 }
 
 // The bridge from the package's entry points to internal/nsthread: every
@@ -310,6 +311,10 @@ type backend interface {
 	// socket creates an AF_VSOCK socket of typ, non-blocking and
 	// close-on-exec.
 	socket(ctx context.Context, typ int) (int, error)
+	// sockets creates up to k sockets of typ as socket does, all in one
+	// go (one switch into the namespace, one request to its server). It
+	// returns those made; err says why there are fewer than k.
+	sockets(ctx context.Context, typ, k int) ([]int, error)
 	// openVhost opens VhostDevice read-write, close-on-exec.
 	openVhost(ctx context.Context) (int, error)
 	readSysctl(ctx context.Context, name string) (string, error)
@@ -373,6 +378,29 @@ func (in inside) socket(ctx context.Context, typ int) (int, error) {
 		fd = -1
 	}
 	return fd, err
+}
+
+func (in inside) sockets(ctx context.Context, typ, k int) ([]int, error) {
+	fds := make([]int, 0, k)
+	var serr error
+	err := in.run(ctx, func() error {
+		for range k {
+			fd, err := unix.Socket(unix.AF_VSOCK, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				serr = os.NewSyscallError("socket", err)
+				break
+			}
+			fds = append(fds, fd)
+		}
+		return nil
+	})
+	if err != nil {
+		// The namespace is closed, or the thread could not be moved back:
+		// nothing made there is kept.
+		closeFds(fds)
+		return nil, err
+	}
+	return fds, serr
 }
 
 func (in inside) openVhost(ctx context.Context) (int, error) {

@@ -82,8 +82,8 @@ type readyStore struct {
 //
 // Prepare(0, 0) closes every socket held; Close does too. Counts must not
 // be negative. For a namespace served by another process
-// (CreateUserNamespace, DialNamespace) each socket made ahead is one
-// request to its server, made off the dialer's path.
+// (CreateUserNamespace, DialNamespace) a batch is one request to its
+// server, whose reply carries up to 64 descriptors.
 func (n *Namespace) Prepare(streams, seqpackets int) error {
 	if streams < 0 || seqpackets < 0 {
 		return fmt.Errorf("vsockns: Prepare(%d, %d): counts must not be negative", streams, seqpackets)
@@ -227,10 +227,11 @@ func (s *readyStore) fill() bool {
 	fds, err := s.make(k)
 	readyHeld.Add(-int64(k - len(fds))) // the part reserved but not made
 	if err != nil {
-		// The namespace is closed, or the thread could not be moved back:
-		// nothing made there is kept.
 		releaseReady(fds)
-		return !errors.Is(err, ErrNamespaceClosed) && s.ctx.Err() == nil
+		s.mu.Lock()
+		s.running = false
+		s.mu.Unlock()
+		return false
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -251,37 +252,19 @@ func (s *readyStore) fill() bool {
 	return true
 }
 
-// make makes up to k sockets in the store's namespace: in one switch, or
-// for a namespace served by another process, one request each. A socket
-// the kernel refuses (EMFILE, ENFILE, ENOMEM) ends the batch short, with
-// no error.
+// make makes up to k sockets in the store's namespace, in one go: one
+// switch into it, or for a namespace served by another process one
+// request (of up to maxBatch sockets) to its server. Whatever ends the
+// batch short (EMFILE, ENFILE, ENOMEM; a thread that could not be moved
+// back, of which nothing is kept) is no error: the store stays short and
+// dials go the usual way. The error is ErrNamespaceClosed once the
+// namespace or the store is closed.
 func (s *readyStore) make(k int) ([]int, error) {
-	fds := make([]int, 0, k)
-	if s.n.remote != nil {
-		b := remoteNamespace{s.n}
-		for range k {
-			fd, err := b.socket(s.ctx, s.typ.unix())
-			if err != nil {
-				if errors.Is(err, ErrNamespaceClosed) || s.ctx.Err() != nil {
-					return fds, ErrNamespaceClosed
-				}
-				break
-			}
-			fds = append(fds, fd)
-		}
-		return fds, nil
+	fds, err := s.n.backend().sockets(s.ctx, s.typ.unix(), k)
+	if err != nil && (errors.Is(err, ErrNamespaceClosed) || s.ctx.Err() != nil) {
+		return fds, ErrNamespaceClosed
 	}
-	err := s.n.do(s.ctx, func() error {
-		for range k {
-			fd, err := unix.Socket(unix.AF_VSOCK, s.typ.unix()|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				break
-			}
-			fds = append(fds, fd)
-		}
-		return nil
-	})
-	return fds, err
+	return fds, nil
 }
 
 // reserveReady takes room for up to k descriptors under readyLimit and

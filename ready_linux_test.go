@@ -493,7 +493,8 @@ func TestPrepareDescriptorExhaustion(t *testing.T) {
 }
 
 // A namespace served by a helper process (CreateUserNamespace): sockets
-// made ahead come from the helper, off the dialer's path; dials take them
+// made ahead come from the helper in batches (one request, one reply with
+// the batch's descriptors), off the dialer's path; dials take them
 // while the helper is stopped, and Close does not wait for a stopped or
 // killed helper's refill.
 func TestPrepareUserNamespace(t *testing.T) {
@@ -513,12 +514,17 @@ func TestPrepareUserNamespace(t *testing.T) {
 			l, err := n.ListenConfig().ListenVsock(context.Background(), vsock.Local, 5400)
 			require.NoError(t, err)
 			tokenServer(t, l, "inside")
+			before := vsockns.HelperRequests(n)
 			require.NoError(t, n.Prepare(8, 0))
 			d := n.Dialer()
 			require.Equal(t, "inside", readToken(t, d, 5400))
 			waitHeld(t, n, false, 8)
-			_, made, _ := vsockns.ReadyStats(n, false)
+			_, made, batches := vsockns.ReadyStats(n, false)
 			assert.Equal(t, 8, made, "made by the helper")
+			// One request for the first dial's own socket (the store was
+			// empty), one per batch: not one per socket.
+			assert.Equal(t, 1, batches)
+			assert.Equal(t, int64(1+batches), vsockns.HelperRequests(n)-before, "requests to the helper")
 
 			require.NoError(t, syscall.Kill(helpers[0], fault))
 			if fault == syscall.SIGSTOP {

@@ -46,7 +46,7 @@ func TestRemoteReplyBeforeExitWins(t *testing.T) {
 	refusal := &explained{unix.EACCES, "not yours", nil}
 	for range 500 {
 		client, server := packetPair(t)
-		require.NoError(t, sendMsg(server, reply{Version: protocolVersion, Err: encodeError(refusal)}, -1))
+		require.NoError(t, sendMsg(server, reply{Version: protocolVersion, Err: encodeError(refusal)}))
 		server.Close()
 		_, _, err := newRemote(context.Background(), client)
 		require.ErrorIs(t, err, syscall.EACCES)
@@ -64,25 +64,115 @@ func TestRemoteReplyBeforeExitWins(t *testing.T) {
 		testHookBeforeWait = func(r *remote) { <-r.done }
 		go func() {
 			var req request
-			fd, err := recvMsg(server, &req)
-			if fd >= 0 {
-				unix.Close(fd)
-			}
+			fds, _, err := recvMsg(server, &req, 1)
+			closeFds(fds)
 			if err == nil {
-				err = sendMsg(server, reply{ID: req.ID, Value: "1"}, -1)
+				err = sendMsg(server, reply{ID: req.ID, Value: "1"})
 			}
 			if err != nil {
 				t.Errorf("server: %v", err)
 			}
 			server.Close()
 		}()
-		rep, fd, err := r.call(context.Background(), request{Op: opRead, Name: "ns_mode"})
+		rep, fds, err := r.call(context.Background(), request{Op: opRead, Name: "ns_mode"})
 		require.NoError(t, err)
-		assert.Equal(t, -1, fd)
+		assert.Empty(t, fds)
 		assert.Equal(t, "1", rep.Value)
 		testHookBeforeWait = nil
 		r.close()
 		_, _, err = r.call(context.Background(), request{Op: opRead, Name: "ns_mode"})
 		assert.True(t, errors.Is(err, net.ErrClosed), "%v", err)
 	}
+}
+
+// lowestFreeFd is the descriptor number the kernel would give next.
+func lowestFreeFd(t testing.TB) int {
+	t.Helper()
+	fd, err := unix.Dup(0)
+	require.NoError(t, err)
+	unix.Close(fd)
+	return fd
+}
+
+// TestRemoteLostDescriptorsFailOneCall: a reply whose descriptors the
+// kernel could not install in this process (out of descriptors: recvmsg
+// sets MSG_CTRUNC) fails its one call with EMFILE, a batch keeps those
+// that did arrive, and the connection stays up: the next call is answered.
+// Before, such a reply was a protocol error that ended the connection, and
+// every later call failed with net.ErrClosed (the soak's lost helpers).
+func TestRemoteLostDescriptorsFailOneCall(t *testing.T) {
+	ctx := context.Background()
+	client, server := packetPair(t)
+	defer server.Close()
+	nsfd, err := unix.Open("/proc/self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	require.NoError(t, err)
+	require.NoError(t, sendMsg(server, reply{Version: protocolVersion}, nsfd))
+	unix.Close(nsfd)
+	r, fd, err := newRemote(ctx, client)
+	require.NoError(t, err)
+	unix.Close(fd)
+	defer r.close()
+
+	var orig unix.Rlimit
+	require.NoError(t, unix.Getrlimit(unix.RLIMIT_NOFILE, &orig))
+	t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_NOFILE, &orig) })
+	// answer reads one request and answers it with n fresh descriptors,
+	// sent while only free descriptors are free in this process; it
+	// returns them, to be closed once the reply has been read (closed
+	// sooner, they would free room for it).
+	answer := func(n, free int) []int {
+		t.Helper()
+		var req request
+		fds, _, err := recvMsg(server, &req, 1)
+		require.NoError(t, err)
+		closeFds(fds)
+		var send []int
+		for range n {
+			fd, err := unix.MemfdCreate("vsockns-lost", unix.MFD_CLOEXEC)
+			require.NoError(t, err)
+			send = append(send, fd)
+		}
+		if free >= 0 {
+			require.NoError(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(lowestFreeFd(t) + free), Max: orig.Max}))
+		}
+		require.NoError(t, sendMsg(server, reply{ID: req.ID, Value: "local"}, send...))
+		return send
+	}
+
+	type got struct {
+		fds []int
+		err error
+	}
+	one := make(chan got, 1)
+	go func() {
+		fd, err := r.socket(ctx, unix.SOCK_STREAM)
+		one <- got{[]int{fd}, err}
+	}()
+	sent := answer(1, 0)
+	res := <-one
+	require.NoError(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &orig))
+	closeFds(sent)
+	require.ErrorIs(t, res.err, unix.EMFILE)
+	assert.Equal(t, []int{-1}, res.fds)
+
+	go func() {
+		fds, err := r.sockets(ctx, unix.SOCK_STREAM, 5)
+		one <- got{fds, err}
+	}()
+	sent = answer(5, 2)
+	res = <-one
+	require.NoError(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &orig))
+	closeFds(sent)
+	require.NoError(t, res.err)
+	assert.Len(t, res.fds, 2, "a batch keeps the descriptors that arrived")
+	closeFds(res.fds)
+
+	values := make(chan string, 1)
+	go func() {
+		v, err := r.readSysctl(ctx, "ns_mode")
+		assert.NoError(t, err, "the connection is up")
+		values <- v
+	}()
+	answer(0, -1)
+	assert.Equal(t, "local", <-values)
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,14 +23,14 @@ import (
 // [Namespace.Serve] offers other processes on a unix socket.
 //
 // One SOCK_SEQPACKET message per request and per reply, each a JSON
-// object; a reply's descriptor, if any, rides in the same message
-// (SCM_RIGHTS). The server speaks first: a hello (id 0) carrying the
+// object; a reply's descriptors, if any, ride in the same message
+// (SCM_RIGHTS): one, or for a batch of sockets up to maxBatch. The server speaks first: a hello (id 0) carrying the
 // namespace's own descriptor, or the error that kept it from serving.
 // Requests are served concurrently; a cancel request ends the wait of the
 // one it names. Servers and clients are one program's binary, or two of
 // this package's builds speaking the same protocolVersion.
 
-const protocolVersion = 1
+const protocolVersion = 2 // 2: batches of sockets (opSockets)
 
 // errProtocol is what every error of a malformed message wraps.
 var errProtocol = errors.New("vsockns: protocol")
@@ -38,21 +39,28 @@ var errProtocol = errors.New("vsockns: protocol")
 // bytes.
 const maxMessage = 16 << 10
 
+// maxBatch is the most sockets one opSockets request asks for, and so the
+// most descriptors a reply carries (the kernel's own limit per message,
+// SCM_MAX_FD, is 253).
+const maxBatch = 64
+
 type request struct {
 	ID    uint64 `json:"id"`
-	Op    string `json:"op"` // opSocket, opVhost, opRead, opWrite, opDiag, opCancel
+	Op    string `json:"op"` // opSocket, opSockets, opVhost, opRead, opWrite, opDiag, opCancel
 	Type  int    `json:"type,omitempty"`
+	Count int    `json:"count,omitempty"` // opSockets: 1 to maxBatch
 	Name  string `json:"name,omitempty"`
 	Value string `json:"value,omitempty"`
 }
 
 const (
-	opSocket = "socket"
-	opVhost  = "vhost"
-	opRead   = "read"
-	opWrite  = "write"
-	opDiag   = "diag" // a NETLINK_SOCK_DIAG socket
-	opCancel = "cancel"
+	opSocket  = "socket"
+	opSockets = "sockets" // up to Count sockets of Type, in one reply
+	opVhost   = "vhost"
+	opRead    = "read"
+	opWrite   = "write"
+	opDiag    = "diag" // a NETLINK_SOCK_DIAG socket
+	opCancel  = "cancel"
 )
 
 type reply struct {
@@ -138,27 +146,38 @@ func (w *wireError) decode() error {
 	return e
 }
 
-// sendMsg sends v as one message, with fd attached when fd >= 0.
-func sendMsg(c *net.UnixConn, v any, fd int) error {
+// sendMsg sends v as one message, with fds attached.
+func sendMsg(c *net.UnixConn, v any, fds ...int) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
 	var oob []byte
-	if fd >= 0 {
-		oob = unix.UnixRights(fd)
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
 	}
 	_, _, err = c.WriteMsgUnix(b, oob, nil)
 	return err
 }
 
-// recvMsg reads one message into v and returns the descriptor it carried
-// (-1 for none). A message that is too long, carries more than one
-// descriptor or is not JSON is a protocol error: the descriptors are
-// closed and the connection is not to be used again.
-func recvMsg(c *net.UnixConn, v any) (int, error) {
+// errLost is a reply's error when the kernel could not give this process
+// the descriptors the reply carried (recvmsg(2) set MSG_CTRUNC with room
+// left for them): the process is out of descriptors.
+var errLost = &explained{unix.EMFILE, "the reply's descriptors could not be received (MSG_CTRUNC): the process has no descriptor free", nil}
+
+// recvMsg reads one message into v and returns the descriptors it
+// carried. A message that is too long, carries more than maxFDs
+// descriptors or is not JSON is a protocol error: the descriptors are
+// closed and the connection is not to be used again. lost reports a
+// message whose descriptors the kernel could not install (this process
+// is out of descriptors): the message itself is good, and fds holds those
+// that did arrive, if any.
+func recvMsg(c *net.UnixConn, v any, maxFDs int) (fds []int, lost bool, err error) {
 	buf := make([]byte, maxMessage)
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	// Room for maxFDs and at least one more, so that a message with too
+	// many is seen as such (MSG_CTRUNC with the room filled) and not as
+	// lost descriptors (MSG_CTRUNC with room left).
+	oob := make([]byte, unix.CmsgSpace(4*(maxFDs+1)))
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	if errors.Is(err, io.EOF) {
 		// The kernel can report the end of an AF_UNIX SOCK_SEQPACKET
@@ -171,13 +190,12 @@ func recvMsg(c *net.UnixConn, v any) (int, error) {
 		n, oobn, flags, _, err = c.ReadMsgUnix(buf, oob)
 	}
 	if err != nil {
-		return -1, err
+		return nil, false, err
 	}
-	var fds []int
 	if oobn > 0 {
 		msgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
 		if perr != nil {
-			return -1, fmt.Errorf("%w: control message: %w", errProtocol, perr)
+			return nil, false, fmt.Errorf("%w: control message: %w", errProtocol, perr)
 		}
 		for _, m := range msgs {
 			if r, perr := unix.ParseUnixRights(&m); perr == nil {
@@ -185,29 +203,24 @@ func recvMsg(c *net.UnixConn, v any) (int, error) {
 			}
 		}
 	}
-	closeAll := func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
+	fail := func(format string, args ...any) ([]int, bool, error) {
+		closeFds(fds)
+		return nil, false, fmt.Errorf("%w: "+format, append([]any{errProtocol}, args...)...)
 	}
+	room := (len(oob) - unix.CmsgSpace(0)) / 4
 	switch {
-	case n == 0 && oobn == 0:
-		return -1, io.EOF // the peer closed its end
-	case flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0:
-		closeAll()
-		return -1, fmt.Errorf("%w: message truncated", errProtocol)
-	case len(fds) > 1:
-		closeAll()
-		return -1, fmt.Errorf("%w: %d descriptors in one message", errProtocol, len(fds))
+	case n == 0 && oobn == 0 && flags&unix.MSG_CTRUNC == 0:
+		return nil, false, io.EOF // the peer closed its end
+	case flags&unix.MSG_TRUNC != 0:
+		return fail("message truncated")
+	case flags&unix.MSG_CTRUNC != 0 && len(fds) >= room, len(fds) > maxFDs:
+		return fail("more than %d descriptors in one message", maxFDs)
 	}
+	lost = flags&unix.MSG_CTRUNC != 0
 	if err := json.Unmarshal(buf[:n], v); err != nil {
-		closeAll()
-		return -1, fmt.Errorf("%w: %w", errProtocol, err)
+		return fail("%w", err)
 	}
-	if len(fds) == 1 {
-		return fds[0], nil
-	}
-	return -1, nil
+	return fds, lost, nil
 }
 
 // A remote is the client side of the protocol: a backend whose calls are
@@ -220,12 +233,18 @@ type remote struct {
 	pending map[uint64]chan result
 	err     error         // why the connection ended, once it has
 	done    chan struct{} // closed when the connection has ended
+
+	requests atomic.Int64 // requests sent, for tests
 }
 
 type result struct {
-	r  reply
-	fd int
+	r    reply
+	fds  []int
+	lost bool // the kernel could not install (all of) the reply's descriptors
 }
+
+// release closes what the result carries.
+func (res result) release() { closeFds(res.fds) }
 
 // newRemote starts the client on conn and waits for the server's hello,
 // which carries the namespace's descriptor; it returns the remote and that
@@ -240,28 +259,25 @@ func newRemote(ctx context.Context, conn *net.UnixConn) (*remote, int, error) {
 	}
 	select {
 	case res := <-hello:
-		if res.r.Err != nil {
-			if res.fd >= 0 {
-				unix.Close(res.fd) // a refusal carries nothing to keep
-			}
+		switch {
+		case res.r.Err != nil:
+			res.release() // a refusal carries nothing to keep
 			r.close()
 			return nil, -1, res.r.Err.decode()
-		}
-		if res.r.Version != protocolVersion || res.fd < 0 {
-			if res.fd >= 0 {
-				unix.Close(res.fd)
-			}
+		case res.r.Version == protocolVersion && res.lost && len(res.fds) == 0:
 			r.close()
-			return nil, -1, fmt.Errorf("%w: hello of version %d (want %d) with descriptor %t", errProtocol, res.r.Version, protocolVersion, res.fd >= 0)
+			return nil, -1, errLost
+		case res.r.Version != protocolVersion || len(res.fds) != 1:
+			res.release()
+			r.close()
+			return nil, -1, fmt.Errorf("%w: hello of version %d (want %d) with %d descriptors", errProtocol, res.r.Version, protocolVersion, len(res.fds))
 		}
-		return r, res.fd, nil
+		return r, res.fds[0], nil
 	case <-r.done:
 		r.conn.Close()
 		select {
 		case res := <-hello: // a refusal sent just before the server closed
-			if res.fd >= 0 {
-				unix.Close(res.fd)
-			}
+			res.release()
 			if res.r.Err != nil {
 				return nil, -1, res.r.Err.decode()
 			}
@@ -272,9 +288,7 @@ func newRemote(ctx context.Context, conn *net.UnixConn) (*remote, int, error) {
 		r.close()
 		select {
 		case res := <-hello:
-			if res.fd >= 0 {
-				unix.Close(res.fd)
-			}
+			res.release()
 		default:
 		}
 		return nil, -1, ctx.Err()
@@ -285,12 +299,14 @@ func newRemote(ctx context.Context, conn *net.UnixConn) (*remote, int, error) {
 // test holds it there until the connection has ended).
 var testHookBeforeWait func(*remote)
 
-// read delivers replies to their callers until the connection ends.
+// read delivers replies to their callers until the connection ends. A
+// reply whose descriptors were lost (the process is out of them) is still
+// delivered: its one call fails, the connection goes on.
 func (r *remote) read() {
 	var err error
 	for {
 		var rep reply
-		fd, rerr := recvMsg(r.conn, &rep)
+		fds, lost, rerr := recvMsg(r.conn, &rep, maxBatch)
 		if rerr != nil {
 			err = rerr
 			break
@@ -302,11 +318,11 @@ func (r *remote) read() {
 		ch, ok := r.pending[rep.ID]
 		delete(r.pending, rep.ID)
 		if ok {
-			ch <- result{rep, fd}
+			ch <- result{rep, fds, lost}
 		}
 		r.mu.Unlock()
-		if !ok && fd >= 0 {
-			unix.Close(fd) // a reply nobody waits for any more (its caller gave up)
+		if !ok {
+			closeFds(fds) // a reply nobody waits for any more (its caller gave up)
 		}
 	}
 	why := "the namespace's server has exited"
@@ -320,28 +336,30 @@ func (r *remote) read() {
 	close(r.done)
 }
 
-// call sends req and waits for its reply, or for ctx.
-func (r *remote) call(ctx context.Context, req request) (reply, int, error) {
+// call sends req and waits for its reply, or for ctx. It returns the
+// reply's descriptors, at least one unless the reply carries none.
+func (r *remote) call(ctx context.Context, req request) (reply, []int, error) {
 	if err := ctx.Err(); err != nil {
-		return reply{}, -1, err
+		return reply{}, nil, err
 	}
 	ch := make(chan result, 1)
 	r.mu.Lock()
 	if r.pending == nil {
 		r.mu.Unlock()
-		return reply{}, -1, r.err
+		return reply{}, nil, r.err
 	}
 	r.nextID++
 	req.ID = r.nextID
 	r.pending[req.ID] = ch
 	r.mu.Unlock()
-	if err := sendMsg(r.conn, req, -1); err != nil {
+	r.requests.Add(1)
+	if err := sendMsg(r.conn, req); err != nil {
 		// The connection is broken (the server has gone, typically before
 		// read has seen it): end it, and report it ended.
 		r.forget(req.ID)
 		r.conn.Close()
 		<-r.done
-		return reply{}, -1, r.err
+		return reply{}, nil, r.err
 	}
 	if testHookBeforeWait != nil {
 		testHookBeforeWait(r)
@@ -357,32 +375,31 @@ func (r *remote) call(ctx context.Context, req request) (reply, int, error) {
 			return res.result()
 		default:
 		}
-		return reply{}, -1, r.err
+		return reply{}, nil, r.err
 	case <-ctx.Done():
 		if r.forget(req.ID) {
-			sendMsg(r.conn, request{ID: req.ID, Op: opCancel}, -1) // best effort: the server stops waiting too
+			sendMsg(r.conn, request{ID: req.ID, Op: opCancel}) // best effort: the server stops waiting too
 		}
 		// A reply delivered meanwhile: release what it carries.
 		select {
 		case res := <-ch:
-			if res.fd >= 0 {
-				unix.Close(res.fd)
-			}
+			res.release()
 		default:
 		}
-		return reply{}, -1, ctx.Err()
+		return reply{}, nil, ctx.Err()
 	}
 }
 
 // result is a call's return for its reply.
-func (res result) result() (reply, int, error) {
-	if res.r.Err != nil {
-		if res.fd >= 0 {
-			unix.Close(res.fd)
-		}
-		return reply{}, -1, res.r.Err.decode()
+func (res result) result() (reply, []int, error) {
+	switch {
+	case res.r.Err != nil:
+		res.release()
+		return reply{}, nil, res.r.Err.decode()
+	case res.lost && len(res.fds) == 0:
+		return reply{}, nil, errLost
 	}
-	return res.r, res.fd, nil
+	return res.r, res.fds, nil
 }
 
 // forget drops a pending call, reporting whether it was still waiting
@@ -401,44 +418,73 @@ func (r *remote) close() {
 	<-r.done
 }
 
-func (r *remote) socket(ctx context.Context, typ int) (int, error) {
-	_, fd, err := r.call(ctx, request{Op: opSocket, Type: typ})
-	if err == nil && fd < 0 {
-		err = fmt.Errorf("%w: a socket reply without a descriptor", errProtocol)
+// one is the descriptor of a call that must return exactly one.
+func one(what string, fds []int, err error) (int, error) {
+	if err != nil {
+		return -1, err
 	}
-	return fd, err
+	if len(fds) != 1 {
+		closeFds(fds)
+		return -1, fmt.Errorf("%w: a %s reply with %d descriptors", errProtocol, what, len(fds))
+	}
+	return fds[0], nil
+}
+
+// none is the error of a call whose reply carries no descriptor.
+func none(what string, fds []int, err error) error {
+	if err == nil && len(fds) > 0 {
+		err = fmt.Errorf("%w: a %s reply with %d descriptors", errProtocol, what, len(fds))
+	}
+	closeFds(fds)
+	return err
+}
+
+func (r *remote) socket(ctx context.Context, typ int) (int, error) {
+	_, fds, err := r.call(ctx, request{Op: opSocket, Type: typ})
+	return one("socket", fds, err)
+}
+
+// sockets makes up to k sockets of typ, in requests of up to maxBatch; it
+// returns those made, ending short at the first request answered short or
+// refused (err says why when it made none).
+func (r *remote) sockets(ctx context.Context, typ, k int) ([]int, error) {
+	var made []int
+	for len(made) < k {
+		want := min(k-len(made), maxBatch)
+		_, fds, err := r.call(ctx, request{Op: opSockets, Type: typ, Count: want})
+		if err == nil && (len(fds) == 0 || len(fds) > want) {
+			closeFds(fds)
+			fds, err = nil, fmt.Errorf("%w: %d descriptors for a batch of %d", errProtocol, len(fds), want)
+		}
+		made = append(made, fds...)
+		if err != nil {
+			return made, err
+		}
+		if len(fds) < want {
+			break
+		}
+	}
+	return made, nil
 }
 
 func (r *remote) openVhost(ctx context.Context) (int, error) {
-	_, fd, err := r.call(ctx, request{Op: opVhost})
-	if err == nil && fd < 0 {
-		err = fmt.Errorf("%w: a vhost reply without a descriptor", errProtocol)
-	}
-	return fd, err
+	_, fds, err := r.call(ctx, request{Op: opVhost})
+	return one("vhost", fds, err)
 }
 
 func (r *remote) diagSocket(ctx context.Context) (int, error) {
-	_, fd, err := r.call(ctx, request{Op: opDiag})
-	if err == nil && fd < 0 {
-		err = errors.New("vsockns: protocol: a diag reply without a descriptor")
-	}
-	return fd, err
+	_, fds, err := r.call(ctx, request{Op: opDiag})
+	return one("diag", fds, err)
 }
 
 func (r *remote) readSysctl(ctx context.Context, name string) (string, error) {
-	rep, fd, err := r.call(ctx, request{Op: opRead, Name: name})
-	if fd >= 0 {
-		unix.Close(fd)
-	}
-	return rep.Value, err
+	rep, fds, err := r.call(ctx, request{Op: opRead, Name: name})
+	return rep.Value, none("read", fds, err)
 }
 
 func (r *remote) writeSysctl(ctx context.Context, name, value string) error {
-	_, fd, err := r.call(ctx, request{Op: opWrite, Name: name, Value: value})
-	if fd >= 0 {
-		unix.Close(fd)
-	}
-	return err
+	_, fds, err := r.call(ctx, request{Op: opWrite, Name: name, Value: value})
+	return none("write", fds, err)
 }
 
 // serve answers requests on conn with b until the client closes its end
@@ -463,10 +509,10 @@ func serve(conn *net.UnixConn, b backend, nsfd int) error {
 	}()
 	for {
 		var req request
-		fd, err := recvMsg(conn, &req)
-		if fd >= 0 {
-			unix.Close(fd) // requests carry none
-		}
+		// Requests carry no descriptor: one attached is closed, and one
+		// the kernel could not install here is as good as closed.
+		fds, _, err := recvMsg(conn, &req, 1)
+		closeFds(fds)
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
@@ -493,40 +539,48 @@ func serve(conn *net.UnixConn, b backend, nsfd int) error {
 			// of the connection then could not stop: serve waited for it
 			// forever.
 			cancel()
-			sendMsg(conn, reply{ID: req.ID, Err: encodeError(fmt.Errorf("request %d: %w: a request of that id is in progress", req.ID, unix.EINVAL))}, -1)
+			sendMsg(conn, reply{ID: req.ID, Err: encodeError(fmt.Errorf("request %d: %w: a request of that id is in progress", req.ID, unix.EINVAL))})
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rep, fd := perform(ctx, b, req)
+			rep, fds := perform(ctx, b, req)
 			mu.Lock()
 			delete(cancels, req.ID)
 			mu.Unlock()
 			cancel()
-			sendMsg(conn, rep, fd) // a client that is gone is seen by the next read
-			if fd >= 0 {
-				unix.Close(fd)
-			}
+			sendMsg(conn, rep, fds...) // a client that is gone is seen by the next read
+			closeFds(fds)
 		}()
 	}
 }
 
 // perform runs one request with b. Only the operations and names the
-// package itself asks for are served: sockets of the vsock types, the
-// vhost device, a sock_diag netlink socket (which lists the namespace's
-// sockets) and sysctls under /proc/sys/net/vsock.
-func perform(ctx context.Context, b backend, req request) (reply, int) {
+// package itself asks for are served: sockets of the vsock types (one, or
+// a batch of up to maxBatch), the vhost device, a sock_diag netlink
+// socket (which lists the namespace's sockets) and sysctls under
+// /proc/sys/net/vsock.
+func perform(ctx context.Context, b backend, req request) (reply, []int) {
 	rep := reply{ID: req.ID}
+	var fds []int
 	fd := -1
 	var err error
 	switch req.Op {
-	case opSocket:
-		switch req.Type {
-		case unix.SOCK_STREAM, unix.SOCK_SEQPACKET, unix.SOCK_DGRAM:
-			fd, err = b.socket(ctx, req.Type)
-		default:
+	case opSocket, opSockets:
+		switch {
+		case req.Type != unix.SOCK_STREAM && req.Type != unix.SOCK_SEQPACKET && req.Type != unix.SOCK_DGRAM:
 			err = fmt.Errorf("socket type %d: %w", req.Type, unix.EINVAL)
+		case req.Op == opSocket:
+			fd, err = b.socket(ctx, req.Type)
+		case req.Count < 1 || req.Count > maxBatch:
+			err = fmt.Errorf("a batch of %d sockets (1 to %d): %w", req.Count, maxBatch, unix.EINVAL)
+		default:
+			// A batch made short is answered with what was made; only
+			// a batch of none is refused.
+			if fds, err = b.sockets(ctx, req.Type, req.Count); len(fds) > 0 {
+				err = nil
+			}
 		}
 	case opVhost:
 		fd, err = b.openVhost(ctx)
@@ -543,13 +597,14 @@ func perform(ctx context.Context, b backend, req request) (reply, int) {
 	default:
 		err = fmt.Errorf("unknown request %q: %w", req.Op, unix.EINVAL)
 	}
-	if err != nil {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
-		return reply{ID: req.ID, Err: encodeError(err)}, -1
+	if fd >= 0 {
+		fds = append(fds, fd)
 	}
-	return rep, fd
+	if err != nil {
+		closeFds(fds)
+		return reply{ID: req.ID, Err: encodeError(err)}, nil
+	}
+	return rep, fds
 }
 
 // sysctlName accepts the names of the vsock sysctls: lower-case words
@@ -618,12 +673,12 @@ func (n *Namespace) serve(ctx context.Context, l *net.UnixListener) error {
 				c.Close()
 			}()
 			if err := samePeer(c); err != nil {
-				sendMsg(c, reply{Version: protocolVersion, Err: encodeError(err)}, -1)
+				sendMsg(c, reply{Version: protocolVersion, Err: encodeError(err)})
 				return
 			}
 			h, err := n.Handle()
 			if err != nil {
-				sendMsg(c, reply{Version: protocolVersion, Err: encodeError(err)}, -1)
+				sendMsg(c, reply{Version: protocolVersion, Err: encodeError(err)})
 				return
 			}
 			defer h.Close()

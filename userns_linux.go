@@ -68,7 +68,7 @@ func helperMain(spec string) int {
 	}
 	nsfd, err := helperNamespace(m)
 	if err != nil {
-		sendMsg(conn, reply{Version: protocolVersion, Err: encodeError(err)}, -1)
+		sendMsg(conn, reply{Version: protocolVersion, Err: encodeError(err)})
 		return 1
 	}
 	target := nsthread.FD(nsfd)
@@ -274,7 +274,7 @@ func createUserNamespace(ctx context.Context, m Mode) (*Namespace, error) {
 		h.stop()
 		return nil, err
 	}
-	n.remote, n.stopRemote = r, h.stop
+	n.remote, n.stopRemote, n.helperPid = r, h.stop, h.cmd.Process.Pid
 	n.kind = fmt.Sprintf(" (of a user namespace; helper pid %d)", h.cmd.Process.Pid)
 	return n, nil
 }
@@ -354,6 +354,15 @@ func (b remoteNamespace) socket(ctx context.Context, typ int) (int, error) {
 	}
 	defer release()
 	return r.socket(ctx, typ)
+}
+
+func (b remoteNamespace) sockets(ctx context.Context, typ, k int) ([]int, error) {
+	r, release, err := b.hold()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return r.sockets(ctx, typ, k)
 }
 
 func (b remoteNamespace) openVhost(ctx context.Context) (int, error) {
