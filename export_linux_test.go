@@ -28,6 +28,12 @@ func SetReadyIdle(d time.Duration) time.Duration {
 
 // For the tests of CreateUserNamespace's helper.
 
+// HelperSpecs are the values of HelperEnv the helper's stages take for
+// mode m, as startHelper and the helper itself write them.
+func HelperSpecs(m Mode) []string {
+	return []string{helperSpec(m, stageMap), helperSpec(m, stageMake), helperSpec(m, stageServe)}
+}
+
 // HelperRequests is how many requests n has sent its server (0 for a
 // namespace this process enters itself).
 func HelperRequests(n *Namespace) int64 {

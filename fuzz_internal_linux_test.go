@@ -451,17 +451,18 @@ func FuzzServeRequests(f *testing.F) {
 }
 
 // FuzzHelperSpec: the helper accepts exactly the command lines the parent
-// writes ("1 local", "1 global"), and nothing with more or less.
+// writes ("2 local map", "2 global serve", …), and nothing with more or
+// less.
 func FuzzHelperSpec(f *testing.F) {
-	for _, s := range []string{"1 local", "1 global", "1 local extra", "1  local", "01 local", "1 LOCAL", "2 local", "1", "", " 1 local", "1 local\n", "+1 global"} {
+	for _, s := range []string{"2 local map", "2 global make", "2 local serve", "2 local", "1 local", "1 global", "2 local map extra", "2  local map", "02 local map", "2 LOCAL map", "2 local MAP", "3 local map", "2", "", " 2 local map", "2 local map\n", "+2 global make", "2 local  serve", "2 local serve "} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, spec string) {
-		m, err := parseHelperSpec(spec)
+		m, stage, err := parseHelperSpec(spec)
 		if err != nil {
 			return
 		}
-		if want := helperSpec(m); spec != want {
+		if want := helperSpec(m, stage); spec != want {
 			t.Fatalf("parseHelperSpec(%q) accepted it as %q", spec, want)
 		}
 	})

@@ -190,10 +190,13 @@ type nsRef struct {
 // CLONE_NEWUSER|CLONE_NEWNET, the caller's user and group mapped to root
 // of the new user namespace and nobody else. It runs before main, in this
 // package's initialisation, when it finds [HelperEnv] in its environment;
-// the program needs no code of its own for it. The helper creates sockets,
-// opens [VhostDevice] and reads sysctls in the namespace and hands back
-// descriptors over a socket pair, for any number of goroutines at once; it
-// dies with the process, and Close ends it. The namespace then lives as
+// the program needs no code of its own for it. It executes itself once
+// more when mapped (to have its capabilities) and, for a local namespace,
+// once more from inside the namespace it made, so that all its threads
+// live there. The helper creates sockets (in batches for
+// [Namespace.Prepare]), opens [VhostDevice] and reads sysctls in the
+// namespace and hands back descriptors over a socket pair, for any number
+// of goroutines at once; it dies with the process, and Close ends it. The namespace then lives as
 // long as sockets and devices made in it are open: connections and VMs
 // keep working.
 //

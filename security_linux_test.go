@@ -184,42 +184,58 @@ func TestSecurityHelperEnvironment(t *testing.T) {
 		{"root", &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNET}, []vsockns.Mode{vsockns.ModeGlobal, vsockns.ModeLocal}},
 	} {
 		for _, m := range tc.modes {
-			t.Run(tc.name+"/"+m.String(), func(t *testing.T) {
-				fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-				require.NoError(t, err)
-				mine, theirs := os.NewFile(uintptr(fds[0]), "mine"), os.NewFile(uintptr(fds[1]), "theirs")
-				defer mine.Close()
-				var stderr strings.Builder
-				cmd := exec.Command(os.Args[0])
-				cmd.Env = []string{fmt.Sprintf("%s=1 %s", vsockns.HelperEnv, m)}
-				cmd.ExtraFiles = []*os.File{theirs}
-				cmd.Stderr = &stderr
-				cmd.SysProcAttr = tc.attr
-				require.NoError(t, cmd.Start())
-				theirs.Close()
-				// What the binary says on the socket, until it exits.
-				buf := make([]byte, 1<<16)
-				oob := make([]byte, unix.CmsgSpace(4))
-				n, oobn, _, _, rerr := unix.Recvmsg(int(mine.Fd()), buf, oob, 0)
-				mine.Close() // a binary that went on serving ends at its client's end
-				werr := cmd.Wait()
-				if oobn > 0 {
-					msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
-					for _, msg := range msgs {
-						if rights, err := unix.ParseUnixRights(&msg); err == nil {
-							for _, fd := range rights {
-								unix.Close(fd)
-							}
-						}
-					}
-				}
-				require.NoError(t, rerr)
-				assert.Zero(t, n+oobn, "the binary answered as a helper: %q with %d bytes of descriptors", buf[:n], oobn)
-				var ee *exec.ExitError
-				require.True(t, errors.As(werr, &ee), "the binary exits with an error: %v", werr)
-				assert.Equal(t, 2, ee.ExitCode())
-				assert.Contains(t, stderr.String(), "not in a user namespace of its own")
-			})
+			for _, spec := range vsockns.HelperSpecs(m) {
+				t.Run(tc.name+"/"+strings.ReplaceAll(spec, " ", "_"), func(t *testing.T) {
+					helperRefuses(t, tc.attr, spec)
+				})
+			}
 		}
 	}
+}
+
+// helperRefuses starts this binary as the helper of stage spec, with
+// attr, a socket at descriptor 3 and at 4 a pipe saying the maps are
+// written (what the first stage waits for), and checks that it refuses
+// before it does anything.
+func helperRefuses(t *testing.T, attr *syscall.SysProcAttr, spec string) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	mine, theirs := os.NewFile(uintptr(fds[0]), "mine"), os.NewFile(uintptr(fds[1]), "theirs")
+	defer mine.Close()
+	mapped, goAhead, err := os.Pipe()
+	require.NoError(t, err)
+	defer goAhead.Close()
+	_, err = goAhead.Write([]byte{1})
+	require.NoError(t, err)
+	var stderr strings.Builder
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = []string{vsockns.HelperEnv + "=" + spec}
+	cmd.ExtraFiles = []*os.File{theirs, mapped}
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = attr
+	require.NoError(t, cmd.Start())
+	theirs.Close()
+	mapped.Close()
+	// What the binary says on the socket, until it exits.
+	buf := make([]byte, 1<<16)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, rerr := unix.Recvmsg(int(mine.Fd()), buf, oob, 0)
+	mine.Close() // a binary that went on serving ends at its client's end
+	werr := cmd.Wait()
+	if oobn > 0 {
+		msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+		for _, msg := range msgs {
+			if rights, err := unix.ParseUnixRights(&msg); err == nil {
+				for _, fd := range rights {
+					unix.Close(fd)
+				}
+			}
+		}
+	}
+	require.NoError(t, rerr)
+	assert.Zero(t, n+oobn, "the binary answered as a helper: %q with %d bytes of descriptors", buf[:n], oobn)
+	var ee *exec.ExitError
+	require.True(t, errors.As(werr, &ee), "the binary exits with an error: %v", werr)
+	assert.Equal(t, 2, ee.ExitCode())
+	assert.Contains(t, stderr.String(), "not in a user namespace of its own")
 }

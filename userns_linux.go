@@ -32,49 +32,111 @@ func init() {
 	}
 }
 
-// helperFD is the descriptor the helper's end of the socket pair has in
-// the helper (its first extra file).
-const helperFD = 3
+// The helper's descriptors: its end of the socket pair, and while it
+// waits for its uid and gid maps the pipe on which the parent says they
+// are written (its first and second extra files).
+const (
+	helperFD   = 3
+	helperGoFD = 4
+)
+
+// The helper's stages, one process image each (the helper executes itself
+// again between them; the value of HelperEnv names the stage):
+//
+//   - stageMap: started by startHelper with CLONE_NEWUSER|CLONE_NEWNET and
+//     no maps; it waits until the parent has written them. (Not
+//     SysProcAttr's UidMappings: Go's fork leaves the pipe it makes for
+//     them open when clone fails, as it does with EMFILE.) Capabilities
+//     are computed at exec, when the helper was nobody in its namespace;
+//     mapped, it is root there once it executes itself again.
+//   - stageMake: root of its user namespace, in the first network
+//     namespace made with it. When that has the mode asked for, the helper
+//     serves it. Else (local) it writes that namespace's child_ns_mode,
+//     makes a child namespace on one thread and executes itself from that
+//     thread: the process that results has all its threads in the child.
+//   - stageServe: the process lives in the namespace it serves.
+//
+// Serving, every thread of the helper is in the namespace: no request
+// switches a thread.
+type helperStage string
+
+const (
+	stageMap   helperStage = "map"
+	stageMake  helperStage = "make"
+	stageServe helperStage = "serve"
+)
 
 // helperMain is the helper process: it makes the namespace the parent
 // asked for and serves it until the parent closes its end (or dies).
 func helperMain(spec string) int {
 	os.Unsetenv(HelperEnv)
-	if err := closeInherited(); err != nil {
+	m, stage, err := parseHelperSpec(spec)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vsockns helper: %s=%q: %v\n", HelperEnv, spec, err)
+		return 2
+	}
+	keep := helperFD
+	if stage == stageMap {
+		keep = helperGoFD
+	}
+	if err := closeInherited(keep); err != nil {
 		fmt.Fprintf(os.Stderr, "vsockns helper: %v\n", err)
 		return 2
+	}
+	if stage == stageMap {
+		if err := awaitMaps(); err != nil {
+			fmt.Fprintf(os.Stderr, "vsockns helper: %v\n", err)
+			return 2
+		}
 	}
 	if err := ownUserNamespace(); err != nil {
 		fmt.Fprintf(os.Stderr, "vsockns helper: %v\n", err)
 		return 2
 	}
-	f := os.NewFile(helperFD, "vsockns-helper")
-	c, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "vsockns helper: descriptor %d: %v\n", helperFD, err)
-		return 2
+	if stage != stageMap {
+		// A change of credentials at exec (the capabilities gained after
+		// the maps) and an exec from another thread than the one the
+		// parent-death signal was set on both clear it.
+		if err := armParentDeath(); err != nil {
+			fmt.Fprintf(os.Stderr, "vsockns helper: %v\n", err)
+			return 2
+		}
 	}
-	conn, ok := c.(*net.UnixConn)
-	if !ok {
-		fmt.Fprintf(os.Stderr, "vsockns helper: descriptor %d is not a unix socket\n", helperFD)
+	switch stage {
+	case stageMap:
+		return refuse(fmt.Errorf("executing the helper again: %w", execHelper(m, stageMake)))
+	case stageMake:
+		own, err := readSysctl("ns_mode")
+		switch {
+		case err != nil:
+			return refuse(err)
+		case own == m.String():
+		case m == ModeLocal:
+			return refuse(execInChild(m))
+		default:
+			return refuse(fmt.Errorf("%w: the calling process's namespace gives its children %s mode (%w)", ErrModeNotPermitted, own, unix.EPERM))
+		}
+	case stageServe:
+		if own, err := readSysctl("ns_mode"); err != nil {
+			return refuse(err)
+		} else if own != m.String() {
+			return refuse(fmt.Errorf("the kernel made a %s namespace after child_ns_mode %s was written", own, m))
+		}
+	}
+	conn, err := helperConn()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vsockns helper: %v\n", err)
 		return 2
 	}
 	defer conn.Close()
-	m, err := parseHelperSpec(spec)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "vsockns helper: %s=%q: %v\n", HelperEnv, spec, err)
-		return 2
-	}
-	nsfd, err := helperNamespace(m)
+	nsfd, err := nsthread.Current()
 	if err != nil {
 		sendMsg(conn, reply{Version: protocolVersion, Err: encodeError(err)})
 		return 1
 	}
-	target := nsthread.FD(nsfd)
-	b := inside{func(ctx context.Context, fn func() error) error {
-		return nsthread.Run(ctx, nsthread.Short, target, fn)
-	}, "the helper's network namespace"}
+	// Every thread of the process is in the namespace: calls run where
+	// they are.
+	b := inside{func(_ context.Context, fn func() error) error { return fn() }, "the helper's network namespace"}
 	if err := serve(conn, b, nsfd); err != nil {
 		fmt.Fprintf(os.Stderr, "vsockns helper: %v\n", err)
 		return 1
@@ -82,18 +144,106 @@ func helperMain(spec string) int {
 	return 0
 }
 
+// helperConn is the helper's end of the socket pair.
+func helperConn() (*net.UnixConn, error) {
+	f := os.NewFile(helperFD, "vsockns-helper")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("descriptor %d: %w", helperFD, err)
+	}
+	conn, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("descriptor %d is not a unix socket", helperFD)
+	}
+	return conn, nil
+}
+
+// refuse sends err as the hello's refusal, for CreateUserNamespace to
+// return, and is the helper's exit status.
+func refuse(err error) int {
+	conn, cerr := helperConn()
+	if cerr != nil {
+		fmt.Fprintf(os.Stderr, "vsockns helper: %v (%v)\n", err, cerr)
+		return 2
+	}
+	defer conn.Close()
+	sendMsg(conn, reply{Version: protocolVersion, Err: encodeError(err)})
+	return 1
+}
+
+// awaitMaps waits until the parent says the helper's uid and gid maps are
+// written: one byte on helperGoFD. The end of the pipe without it means
+// the parent gave up (or died).
+func awaitMaps() error {
+	defer unix.Close(helperGoFD)
+	var b [1]byte
+	for {
+		n, err := unix.Read(helperGoFD, b[:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return fmt.Errorf("waiting for the uid and gid maps: %w", os.NewSyscallError("read", err))
+		case n == 0:
+			return errors.New("waiting for the uid and gid maps: the parent closed the pipe without writing them")
+		}
+		return nil
+	}
+}
+
+// armParentDeath has the helper killed when its parent dies, and ends it
+// at once if the parent has already died: the parent is the process that
+// made the socket pair (SO_PEERCRED of helperFD).
+func armParentDeath() error {
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		return os.NewSyscallError("prctl", err)
+	}
+	cred, err := unix.GetsockoptUcred(helperFD, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return fmt.Errorf("descriptor %d: %w", helperFD, os.NewSyscallError("getsockopt", err))
+	}
+	if ppid := os.Getppid(); ppid != int(cred.Pid) {
+		return fmt.Errorf("the parent (pid %d) has exited", cred.Pid)
+	}
+	return nil
+}
+
+// execHelper executes the helper's binary again, for stage; it returns
+// only on error. helperFD is passed on (it has no close-on-exec flag).
+func execHelper(m Mode, stage helperStage) error {
+	return syscall.Exec("/proc/self/exe", []string{"vsockns-helper"}, []string{HelperEnv + "=" + helperSpec(m, stage)})
+}
+
+// execInChild writes the helper's first namespace's child_ns_mode (its
+// own, never written), makes a child namespace of mode m on a thread and
+// executes the helper's next stage from that thread. It returns only on
+// error.
+func execInChild(m Mode) error {
+	return nsthread.Run(context.Background(), nsthread.Long, nsthread.Caller(), func() error {
+		if err := writeSysctl("child_ns_mode", m.String()); err != nil {
+			return fmt.Errorf("write %schild_ns_mode: %w", sysctlDir, err)
+		}
+		if err := unshareNet(); err != nil {
+			return err
+		}
+		return fmt.Errorf("executing the helper in its namespace: %w", execHelper(m, stageServe))
+	})
+}
+
 // closeInherited closes the descriptors the helper inherited without
-// being given them: past helperFD, a descriptor open across exec had no
+// being given them: past keep, a descriptor open across exec had no
 // close-on-exec flag (one of the parent's that lacked it, which exec
 // passes on), while the runtime's own, opened since, all have it.
-func closeInherited() error {
+func closeInherited(keep int) error {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return err
 	}
 	for _, e := range ents {
 		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd <= helperFD {
+		if err != nil || fd <= keep {
 			continue
 		}
 		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
@@ -119,60 +269,29 @@ func ownUserNamespace() error {
 	return nil
 }
 
-// helperSpec is the value of HelperEnv that asks for a namespace of mode m.
-func helperSpec(m Mode) string { return fmt.Sprintf("%d %s", protocolVersion, m) }
-
-// parseHelperSpec reads a value of HelperEnv: exactly what helperSpec
-// writes, for a valid mode.
-func parseHelperSpec(spec string) (Mode, error) {
-	version, mode, _ := strings.Cut(spec, " ")
-	if version != strconv.Itoa(protocolVersion) {
-		return 0, fmt.Errorf("not a request of protocol version %d", protocolVersion)
-	}
-	m, err := ParseMode(mode)
-	if err != nil {
-		return 0, err
-	}
-	return m, nil
+// helperSpec is the value of HelperEnv that asks for a namespace of mode m
+// at stage.
+func helperSpec(m Mode, stage helperStage) string {
+	return fmt.Sprintf("%d %s %s", protocolVersion, m, stage)
 }
 
-// helperNamespace makes the helper's namespace of mode: its own first
-// namespace (made with it, in its user namespace) when that has the mode,
-// else a child of it. It returns a descriptor of the namespace.
-func helperNamespace(m Mode) (int, error) {
-	fd := -1
-	err := nsthread.Run(context.Background(), nsthread.Long, nsthread.Caller(), func() error {
-		own, err := readSysctl("ns_mode")
-		if err != nil {
-			return err
-		}
-		switch {
-		case own == m.String():
-		case m == ModeLocal:
-			// The helper's first namespace is its own and was never
-			// written: its children may be made local.
-			if err := writeSysctl("child_ns_mode", m.String()); err != nil {
-				return fmt.Errorf("write %schild_ns_mode: %w", sysctlDir, err)
-			}
-			if err := unshareNet(); err != nil {
-				return err
-			}
-			if got, err := readSysctl("ns_mode"); err != nil {
-				return err
-			} else if got != m.String() {
-				return fmt.Errorf("the kernel made a %s namespace after child_ns_mode %s was written", got, m)
-			}
-		default:
-			return fmt.Errorf("%w: the calling process's namespace gives its children %s mode (%w)", ErrModeNotPermitted, own, unix.EPERM)
-		}
-		fd, err = nsthread.Current()
-		return err
-	})
-	if err != nil && fd >= 0 {
-		unix.Close(fd)
-		fd = -1
+// parseHelperSpec reads a value of HelperEnv: exactly what helperSpec
+// writes, for a valid mode and stage.
+func parseHelperSpec(spec string) (Mode, helperStage, error) {
+	version, rest, _ := strings.Cut(spec, " ")
+	if version != strconv.Itoa(protocolVersion) {
+		return 0, "", fmt.Errorf("not a request of protocol version %d", protocolVersion)
 	}
-	return fd, err
+	mode, stage, _ := strings.Cut(rest, " ")
+	m, err := ParseMode(mode)
+	if err != nil {
+		return 0, "", err
+	}
+	switch st := helperStage(stage); st {
+	case stageMap, stageMake, stageServe:
+		return m, st, nil
+	}
+	return 0, "", fmt.Errorf("no helper stage %q", stage)
 }
 
 // helper is the parent's handle on a running helper process.
@@ -198,24 +317,26 @@ func startHelper(m Mode) (*net.UnixConn, *helper, error) {
 		return nil, nil, err
 	}
 	conn := c.(*net.UnixConn)
-	uid, gid := os.Geteuid(), os.Getegid()
+	mapped, goAhead, err := os.Pipe()
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	defer mapped.Close()
+	defer goAhead.Close()
 	cmd := &exec.Cmd{
 		// The running binary itself, whatever its name: the link keeps
 		// working if the file was replaced or removed since.
 		Path:       "/proc/self/exe",
 		Args:       []string{"vsockns-helper"},
-		Env:        []string{HelperEnv + "=" + helperSpec(m)},
-		ExtraFiles: []*os.File{theirs},
+		Env:        []string{HelperEnv + "=" + helperSpec(m, stageMap)},
+		ExtraFiles: []*os.File{theirs, mapped},
 		Stderr:     os.Stderr,
 		SysProcAttr: &syscall.SysProcAttr{
+			// The maps are written below, not by SysProcAttr (see
+			// stageMap).
 			Cloneflags: unix.CLONE_NEWUSER | unix.CLONE_NEWNET,
-			// Root of the new user namespace is the caller's own user
-			// and group, and nobody else is mapped; setgroups is denied,
-			// as an unprivileged mapping of a group requires.
-			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}},
-			GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}},
-			GidMappingsEnableSetgroups: false,
-			Pdeathsig:                  syscall.SIGKILL,
+			Pdeathsig:  syscall.SIGKILL,
 		},
 	}
 	h := &helper{cmd: cmd, exited: make(chan struct{})}
@@ -237,7 +358,34 @@ func startHelper(m Mode) (*net.UnixConn, *helper, error) {
 		conn.Close()
 		return nil, nil, usernsError(err)
 	}
+	if err := writeMaps(cmd.Process.Pid, os.Geteuid(), os.Getegid()); err != nil {
+		conn.Close()
+		h.stop()
+		return nil, nil, usernsError(err)
+	}
+	if _, err := goAhead.Write([]byte{1}); err != nil {
+		conn.Close()
+		h.stop()
+		return nil, nil, err
+	}
 	return conn, h, nil
+}
+
+// writeMaps makes the caller's user and group root of the helper's user
+// namespace, and maps nobody else; setgroups is denied first, as an
+// unprivileged mapping of a group requires.
+func writeMaps(pid, uid, gid int) error {
+	dir := "/proc/" + strconv.Itoa(pid) + "/"
+	for _, w := range []struct{ file, text string }{
+		{"uid_map", fmt.Sprintf("0 %d 1\n", uid)},
+		{"setgroups", "deny"},
+		{"gid_map", fmt.Sprintf("0 %d 1\n", gid)},
+	} {
+		if err := os.WriteFile(dir+w.file, []byte(w.text), 0); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // stop kills the helper, if it has not ended yet, and waits for it.

@@ -615,3 +615,127 @@ func TestNamespaceServe(t *testing.T) {
 	require.ErrorIs(t, err, net.ErrClosed, "the server is gone")
 	roundTrip(t, c, "a connection outlives the server")
 }
+
+// TestUserNamespaceHelperLivesInItsNamespace: every thread of the helper
+// is in the namespace it serves, so no request switches one (before, the
+// helper stayed in the first namespace made with its user namespace and
+// moved a thread into the local child it served for every request).
+func TestUserNamespaceHelperLivesInItsNamespace(t *testing.T) {
+	needRoot(t)
+	if !namespacesExpected(t) {
+		_, err := vsockns.CreateUserNamespace(context.Background(), vsockns.ModeLocal)
+		require.ErrorIs(t, err, vsockns.ErrNotSupported)
+		return
+	}
+	for _, m := range []vsockns.Mode{vsockns.ModeLocal, vsockns.ModeGlobal} {
+		t.Run(m.String(), func(t *testing.T) {
+			ns := createUserNS(t, m)
+			h, err := ns.Handle()
+			require.NoError(t, err)
+			defer h.Close()
+			var st unix.Stat_t
+			require.NoError(t, unix.Fstat(int(h), &st))
+			want := fmt.Sprintf("net:[%d]", st.Ino)
+			// Work for the helper's threads: concurrent requests.
+			l, err := ns.ListenConfig().ListenVsock(context.Background(), vsock.Local, 5320)
+			require.NoError(t, err)
+			echoServer(t, l)
+			var wg sync.WaitGroup
+			for range 8 {
+				wg.Go(func() {
+					c, err := ns.Dialer().DialVsock(context.Background(), vsock.Local, 5320)
+					if assert.NoError(t, err) {
+						c.Close()
+					}
+				})
+			}
+			wg.Wait()
+			pid := vsockns.HelperPid(ns)
+			require.NotZero(t, pid)
+			tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+			require.NoError(t, err)
+			require.NotEmpty(t, tasks)
+			for _, task := range tasks {
+				got, err := os.Readlink(fmt.Sprintf("/proc/%d/task/%s/ns/net", pid, task.Name()))
+				require.NoError(t, err)
+				assert.Equal(t, want, got, "thread %s of the helper (pid %d)", task.Name(), pid)
+			}
+		})
+	}
+}
+
+// openFdSet lists this process's descriptors by number, with what each
+// refers to (the listing's own directory left out).
+func openFdSet(t testing.TB) map[int]string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	set := map[int]string{}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		require.NoError(t, err)
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil || strings.HasSuffix(target, "/fd") && strings.HasPrefix(target, "/proc/") {
+			continue // the listing's own
+		}
+		set[fd] = target
+	}
+	return set
+}
+
+// TestCreateUserNamespaceOutOfDescriptors: CreateUserNamespace with 0 to
+// 12 descriptors free fails cleanly or succeeds, and leaves no descriptor
+// and no helper behind. Before, Go's fork with SysProcAttr's uid and gid
+// maps left the pipe it makes for them open whenever clone failed, as it
+// does with EMFILE (for the pidfd, the last descriptor a start makes: with
+// 8 free here): the soak's leak.
+func TestCreateUserNamespaceOutOfDescriptors(t *testing.T) {
+	needRoot(t)
+	if !namespacesExpected(t) {
+		// CreateUserNamespace fails before it makes anything.
+		base := openFdSet(t)
+		_, err := vsockns.CreateUserNamespace(context.Background(), vsockns.ModeLocal)
+		require.ErrorIs(t, err, vsockns.ErrNotSupported)
+		assert.Equal(t, base, openFdSet(t))
+		return
+	}
+	// A first start with descriptors to spare: Go checks once per process
+	// whether pidfds work (the check needs descriptors, and failing under
+	// the limits below would turn them off, and the clone that fails with
+	// EMFILE with them).
+	require.NoError(t, createUserNS(t, vsockns.ModeLocal).Close())
+	settledFdCount(t)
+	base := openFdSet(t)
+	var orig unix.Rlimit
+	require.NoError(t, unix.Getrlimit(unix.RLIMIT_NOFILE, &orig))
+	t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_NOFILE, &orig) })
+	var failed, made int
+	for free := range 13 {
+		// The limit that leaves exactly free descriptor numbers unused.
+		limit := 0
+		for left := free; ; limit++ {
+			if _, used := base[limit]; !used {
+				if left == 0 {
+					break
+				}
+				left--
+			}
+		}
+		require.NoError(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(limit), Max: orig.Max}))
+		for range 3 {
+			ns, err := vsockns.CreateUserNamespace(context.Background(), vsockns.ModeLocal)
+			if err != nil {
+				failed++
+				continue
+			}
+			made++
+			assert.NoError(t, ns.Close())
+		}
+		require.NoError(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &orig))
+	}
+	t.Logf("%d made, %d failed", made, failed)
+	assert.NotZero(t, failed, "the limits were tight enough to fail")
+	waitUntil(t, "the descriptors of before", func() bool { return len(openFdSet(t)) == len(base) })
+	assert.Equal(t, base, openFdSet(t))
+	assert.Empty(t, helperPIDs(t))
+}
