@@ -838,25 +838,44 @@ func (w plainWriter) Write(p []byte) (int, error) {
 // preparedVariants are the floor and, into a global and a local namespace,
 // dials through an owning reference with sockets made ahead
 // (Namespace.Prepare, 64 per namespace) and through the same kind of
-// reference without them.
+// reference without them; and the same two into a local namespace of
+// CreateUserNamespace (every socket a request to its helper; made ahead,
+// one request a batch).
 func preparedVariants(b *testing.B) []dialVariant {
 	floor, others := benchTargets(b)
 	vs := []dialVariant{{"floor", dialFloor, floor.port}}
+	variant := func(name string, n *vsockns.Namespace, prepared bool, port uint32) {
+		if prepared {
+			require.NoError(b, n.Prepare(64, 0))
+			name = "prepared-" + name
+		} else {
+			name = "ref-" + name
+		}
+		d := n.Dialer()
+		vs = append(vs, dialVariant{name, func(ctx context.Context, port uint32) (io.Closer, error) {
+			return d.DialVsock(ctx, vsock.Local, port)
+		}, port})
+	}
 	for _, t := range others {
 		for _, prepared := range []bool{false, true} {
 			n, err := vsockns.OpenNamespace(t.ns)
 			require.NoError(b, err)
 			b.Cleanup(func() { n.Close() })
-			name := "ref-" + t.name
-			if prepared {
-				require.NoError(b, n.Prepare(64, 0))
-				name = "prepared-" + t.name
-			}
-			d := n.Dialer()
-			vs = append(vs, dialVariant{name, func(ctx context.Context, port uint32) (io.Closer, error) {
-				return d.DialVsock(ctx, vsock.Local, port)
-			}, t.port})
+			variant(t.name, n, prepared, t.port)
 		}
+	}
+	if vsockns.Supported() != nil {
+		return vs
+	}
+	for _, prepared := range []bool{false, true} {
+		n, err := vsockns.CreateUserNamespace(context.Background(), vsockns.ModeLocal)
+		require.NoError(b, err)
+		b.Cleanup(func() { n.Close() })
+		l, err := n.ListenConfig().ListenVsock(context.Background(), vsock.Local, 0)
+		require.NoError(b, err)
+		b.Cleanup(func() { l.Close() })
+		closeAccepted(l, 16)
+		variant("userns", n, prepared, l.Addr().(*vsock.Addr).Port)
 	}
 	return vs
 }

@@ -133,6 +133,10 @@ type scaleTarget struct {
 
 const scalePort = 7700
 
+// scaleReady is how many sockets the prepared variants keep made ahead in
+// each namespace.
+const scaleReady = 16
+
 func runScaleCase(c scaleCase) (scaleResult, error) {
 	r := scaleResult{scaleCase: c, Procs: runtime.GOMAXPROCS(0)}
 	guests := strings.HasSuffix(c.Variant, "-guest")
@@ -168,7 +172,7 @@ func runScaleCase(c scaleCase) (scaleResult, error) {
 		}
 		closers = append(closers, closerFunc(ns.Close))
 		port, cid := uint32(scalePort), uint32(3)
-		if variant == "floor" || variant == "vsockns-ports" {
+		if variant == "floor" || variant == "vsockns-ports" || variant == "prepared-ports" {
 			port, cid = scalePort+uint32(i), 3+uint32(i)
 		}
 		if guests {
@@ -199,6 +203,20 @@ func runScaleCase(c scaleCase) (scaleResult, error) {
 			targets[i].dial = func(ctx context.Context) (io.Closer, error) { return vsock.DialContext(ctx, cid, port, nil) }
 		case "vsockns", "vsockns-ports":
 			targets[i].dial = func(ctx context.Context) (io.Closer, error) { return vsockns.DialContext(ctx, ns, cid, port) }
+		case "prepared", "prepared-ports":
+			// An owning reference with sockets made ahead
+			// (Namespace.Prepare): up to scaleReady in each, all
+			// stores within a quarter of RLIMIT_NOFILE.
+			n, err := vsockns.OpenNamespace(ns)
+			if err != nil {
+				return r, err
+			}
+			closers = append(closers, n)
+			if err := n.Prepare(scaleReady, 0); err != nil {
+				return r, err
+			}
+			d := n.Dialer()
+			targets[i].dial = func(ctx context.Context) (io.Closer, error) { return d.DialVsock(ctx, cid, port) }
 		case "kubevirt":
 			targets[i].dial = func(ctx context.Context) (io.Closer, error) { return kubevirtDial(ctx, ns, cid, port) }
 		default:
@@ -411,7 +429,9 @@ func (f closerFunc) Close() error { return f() }
 // global namespaces with a port each; and N fake guests at CID 3, each in a
 // local namespace of its own, beside N guests at CIDs 3.. in global
 // namespaces. vsockns-ports is vsockns with a port of its own in each
-// namespace, as the floor has, instead of one port everywhere. 3000 dials
+// namespace, as the floor has, instead of one port everywhere; prepared
+// and prepared-ports the same two through an owning reference with
+// sockets made ahead (Namespace.Prepare(scaleReady, 0) in each). 3000 dials
 // over 64 goroutines per case; VSOCKNS_SCALE_PASSES
 // passes (default 2), the variants taking turns; VSOCKNS_SCALE_RUN (a
 // regular expression over "variant/N") picks cases. Run it with
@@ -434,7 +454,7 @@ func BenchmarkScale(b *testing.B) {
 		vs []string
 	}
 	groups := []group{
-		{[]int{1, 100, 1000}, []string{"floor", "vsockns", "vsockns-ports", "kubevirt"}},
+		{[]int{1, 100, 1000}, []string{"floor", "vsockns", "vsockns-ports", "prepared", "prepared-ports", "kubevirt"}},
 		{[]int{1, 100}, []string{"floor-guest", "vsockns-guest", "kubevirt-guest"}},
 	}
 	for b.Loop() {
@@ -524,14 +544,21 @@ func printScale(results map[string][]scaleResult, order []string) {
 		for _, e := range errs {
 			fmt.Printf("    failed: %s\n", e)
 		}
-		if strings.HasPrefix(v, "vsockns") {
+		if strings.HasPrefix(v, "vsockns") || strings.HasPrefix(v, "prepared") {
+			// Issue 20's rate targets for sockets made ahead: 0.97x the
+			// floor with a port per namespace (as the floor has), 0.95x
+			// on one shared port; vsockns without them, 0.95x.
+			want := 0.95
+			if v == "prepared-ports" {
+				want = 0.97
+			}
 			flP99 := time.Duration(median(fl, func(r scaleResult) float64 { return float64(r.P99) }))
 			check := func(ok bool, what string) {
 				if !ok {
 					missed = append(missed, fmt.Sprintf("%s N=%s: %s", v, nStr, what))
 				}
 			}
-			check(ratio >= 0.95, fmt.Sprintf("rate %.2fx the floor (target >= 0.95x)", ratio))
+			check(ratio >= want, fmt.Sprintf("rate %.2fx the floor (target >= %.2fx)", ratio, want))
 			check(p99 <= flP99*3/2, fmt.Sprintf("p99 %s vs the floor's %s (target <= 1.5x)", p99.Round(time.Microsecond), flP99.Round(time.Microsecond)))
 			check(failed == 0, fmt.Sprintf("%d failed dials", failed))
 			check(threads-vhost <= last.Procs+8, fmt.Sprintf("%d OS threads besides vhost workers (target <= GOMAXPROCS+8 = %d)", threads-vhost, last.Procs+8))
