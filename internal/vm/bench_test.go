@@ -237,6 +237,8 @@ var interleavedUnits = []struct{ suffix, unit string }{
 	{"-ns/dial", "ns/op"},
 	{"-ns/create", "ns/op"},
 	{"-dials/s", "dials/s"},
+	{"-machine-cpu-us/dial", "machine-cpu-us/dial"},
+	{"-cpu-us/dial", "cpu-us/dial"},
 }
 
 // variantRank orders the rows of an interleaved benchmark like those of
@@ -255,16 +257,25 @@ func variantRank(name string) int {
 func expandInterleaved(rs []benchResult) []benchResult {
 	var out []benchResult
 	for _, r := range rs {
+		// One row per variant, with each of its metrics.
 		var rows []benchResult
+		row := map[string]int{}
 		for metric, runs := range r.runs {
 			for _, iu := range interleavedUnits {
 				name, ok := strings.CutSuffix(metric, iu.suffix)
 				if !ok {
 					continue
 				}
-				rows = append(rows, benchResult{family: r.family, variant: name,
-					metrics: map[string]float64{iu.unit: r.metrics[metric]},
-					runs:    map[string][]float64{iu.unit: runs}})
+				i, seen := row[name]
+				if !seen {
+					i = len(rows)
+					row[name] = i
+					rows = append(rows, benchResult{family: r.family, variant: name,
+						metrics: map[string]float64{}, runs: map[string][]float64{}})
+				}
+				rows[i].metrics[iu.unit] = r.metrics[metric]
+				rows[i].runs[iu.unit] = runs
+				break // the first suffix that fits: the units are listed longest first where one ends another
 			}
 		}
 		if len(rows) == 0 {
@@ -343,7 +354,7 @@ func printBench(w *os.File, rs []benchResult) {
 		}
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintf(w, "%s\n", fam)
-		fmt.Fprintf(tw, "variant\t%s\tvs floor (%s)\tpass range\tns/op\tallocs/op\tthreads (new)\t\n", unit, kind)
+		fmt.Fprintf(tw, "variant\t%s\tvs floor (%s)\tpass range\tns/op\tallocs/op\tthreads (new)\tCPU µs/dial\tmachine µs/dial\t\n", unit, kind)
 		for _, r := range by[fam] {
 			ratio, spread := "-", "-"
 			if m, lo, hi, ok := pairedRatio(r.runs[unit], floor); ok {
@@ -358,7 +369,7 @@ func printBench(w *os.File, rs []benchResult) {
 			if name == "" {
 				name = fam
 			}
-			fmt.Fprintf(tw, "%s\t%.4g\t%s\t%s\t%s\t%s\t%s\t\n", name, r.metrics[unit], ratio, spread, metric(r, "ns/op"), metric(r, "allocs/op"), threads)
+			fmt.Fprintf(tw, "%s\t%.4g\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, r.metrics[unit], ratio, spread, metric(r, "ns/op"), metric(r, "allocs/op"), threads, metric(r, "cpu-us/dial"), metric(r, "machine-cpu-us/dial"))
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
@@ -407,6 +418,16 @@ func TestParseBench(t *testing.T) {
 	}
 	if m, lo, hi, _ := pairedRatio(ex[1].runs["ns/op"], ex[0].runs["ns/op"]); m != 1.2 || lo != 1.1 || hi != 1.2 {
 		t.Errorf("interleaved paired ratio: %v %v %v", m, lo, hi)
+	}
+	// A storm's three metrics per variant make one row each, the machine's
+	// CPU not taken for a variant named "floor-machine".
+	storm := "BenchmarkDialPreparedStorm-2 \t 5\t 9000 ns/op\t 400 floor-dials/s\t 700 floor-cpu-us/dial\t 900 floor-machine-cpu-us/dial\t 380 prepared-local-dials/s\t 750 prepared-local-cpu-us/dial\t 990 prepared-local-machine-cpu-us/dial\n"
+	var rows []string
+	for _, r := range expandInterleaved(parseBench(storm)) {
+		rows = append(rows, fmt.Sprintf("%s:%g/%g/%g", r.variant, r.metrics["dials/s"], r.metrics["cpu-us/dial"], r.metrics["machine-cpu-us/dial"]))
+	}
+	if fmt.Sprint(rows) != "[floor:400/700/900 prepared-local:380/750/990]" {
+		t.Errorf("storm rows: %v", rows)
 	}
 	if p := benchProcs(out); p != "2" {
 		t.Errorf("GOMAXPROCS from -2 names: %q", p)
