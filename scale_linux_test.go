@@ -141,8 +141,10 @@ type scaleTarget struct {
 const scalePort = 7700
 
 // scaleReady is how many sockets the prepared variants keep made ahead in
-// each namespace.
-const scaleReady = 16
+// each namespace: half the dials each namespace gets (sockets made and
+// never taken cost a socket(2) each), at least 2 and at most 64 (the
+// dialers): 64 at N=1, 15 at N=100, 2 at N=1000.
+func scaleReady(c scaleCase) int { return min(64, max(2, c.Dials/c.N/2)) }
 
 func runScaleCase(c scaleCase) (scaleResult, error) {
 	r := scaleResult{scaleCase: c, Procs: runtime.GOMAXPROCS(0)}
@@ -212,14 +214,14 @@ func runScaleCase(c scaleCase) (scaleResult, error) {
 			targets[i].dial = func(ctx context.Context) (io.Closer, error) { return vsockns.DialContext(ctx, ns, cid, port) }
 		case "prepared", "prepared-ports":
 			// An owning reference with sockets made ahead
-			// (Namespace.Prepare): up to scaleReady in each, all
-			// stores within a quarter of RLIMIT_NOFILE.
+			// (Namespace.Prepare): scaleReady in each, all stores
+			// within a quarter of RLIMIT_NOFILE.
 			n, err := vsockns.OpenNamespace(ns)
 			if err != nil {
 				return r, err
 			}
 			closers = append(closers, n)
-			if err := n.Prepare(scaleReady, 0); err != nil {
+			if err := n.Prepare(scaleReady(c), 0); err != nil {
 				return r, err
 			}
 			d := n.Dialer()
@@ -438,7 +440,7 @@ func (f closerFunc) Close() error { return f() }
 // namespaces. vsockns-ports is vsockns with a port of its own in each
 // namespace, as the floor has, instead of one port everywhere; prepared
 // and prepared-ports the same two through an owning reference with
-// sockets made ahead (Namespace.Prepare(scaleReady, 0) in each). 3000 dials
+// sockets made ahead (Namespace.Prepare(scaleReady(c), 0) in each). 3000 dials
 // over 64 goroutines per case; VSOCKNS_SCALE_PASSES
 // passes (default 2), the variants taking turns; VSOCKNS_SCALE_RUN (a
 // regular expression over "variant/N") picks cases. Run it with
