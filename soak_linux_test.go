@@ -879,7 +879,13 @@ func newSoak(t testing.TB, seed uint64) *soak {
 		t.Logf("the kernel's vsock sockets: NOT CHECKED: %v", err)
 	} else {
 		require.NoError(t, err, "the vsock sockets of the process's namespace")
-		t.Logf("the kernel's vsock sockets: checked; %d in the process's namespace %s at the start", len(s.selfBase), self.ID())
+		// Each namespace of the pool is held by a descriptor until its
+		// phase's settle: a phase making more than the limit allows would
+		// meet EMFILE.
+		var rl unix.Rlimit
+		require.NoError(t, unix.Getrlimit(unix.RLIMIT_NOFILE, &rl))
+		t.Logf("the kernel's vsock sockets: checked; %d in the process's namespace %s at the start (RLIMIT_NOFILE %d, each namespace of a phase held until its settle)",
+			len(s.selfBase), self.ID(), rl.Cur)
 	}
 	return s
 }
