@@ -45,8 +45,8 @@ import (
 // to the baseline, no thread may be in a foreign namespace, the OS
 // threads within a bound (the first phase's count and 8: Go's thread count
 // moves by a few either way, a leak grows with the operations), and the
-// kernel may have no vsock socket left in a namespace of the pool nor more
-// than at the start in the process's own. One summary line at the end.
+// kernel may have no vsock socket left in a namespace of the pool nor any
+// but the start's in the process's own. One summary line at the end.
 //
 // VSOCKNS_SOAK=DURATION sets the length (default 15s, what every run of
 // the suite does in the VM; `make soak` runs minutes); VSOCKNS_SOAK_SEED
@@ -662,7 +662,7 @@ func (s *soak) releaseHeld() {
 // made them, a line per namespace that has some (or could not be listed):
 // every held namespace (one that lists none is closed and forgotten: with
 // the pool torn down nothing can make a socket there again) and the
-// process's own beyond its sockets at the start. Nothing where the kernel
+// process's own, where only the sockets it had at the start may be. Nothing where the kernel
 // cannot list sockets (s.diagErr).
 func (s *soak) vsockLeft() []string {
 	if s.diagErr != nil {
@@ -676,21 +676,24 @@ func (s *soak) vsockLeft() []string {
 		return f(ctx)
 	}
 	var left []string
+	// The process's namespace: by inode, not only by count, so that a
+	// socket left is not hidden by one of the start's (another test's,
+	// in the suite's process) that has closed meanwhile.
 	now, err := list(s.self.Sockets)
+	before := map[uint64]bool{}
+	for _, sk := range s.selfBase {
+		before[sk.Inode] = true
+	}
+	var extra []vsockns.Socket
+	for _, sk := range now {
+		if !before[sk.Inode] {
+			extra = append(extra, sk)
+		}
+	}
 	switch {
 	case err != nil:
 		left = append(left, fmt.Sprintf("the process's namespace %s: not listed: %v", s.self.ID(), err))
-	case len(now) > len(s.selfBase):
-		before := map[uint64]bool{}
-		for _, sk := range s.selfBase {
-			before[sk.Inode] = true
-		}
-		var extra []vsockns.Socket
-		for _, sk := range now {
-			if !before[sk.Inode] {
-				extra = append(extra, sk)
-			}
-		}
+	case len(extra) > 0:
 		left = append(left, fmt.Sprintf("the process's namespace %s: %d sockets (%d at the start), new: %s",
 			s.self.ID(), len(now), len(s.selfBase), describeSockets(extra)))
 	}
