@@ -698,14 +698,7 @@ func BenchmarkDialUserNamespace(b *testing.B) {
 	if len(others) == 0 {
 		b.Skip("needs vsock namespaces")
 	}
-	n, err := vsockns.CreateUserNamespace(context.Background(), vsockns.ModeLocal)
-	require.NoError(b, err)
-	b.Cleanup(func() { n.Close() })
-	l, err := n.ListenConfig().ListenVsock(context.Background(), vsock.Local, 0)
-	require.NoError(b, err)
-	b.Cleanup(func() { l.Close() })
-	closeAccepted(l, 4)
-	port := l.Addr().(*vsock.Addr).Port
+	n, port := userNamespaceTarget(b, 4)
 	viaHelper := func(ctx context.Context, port uint32) (io.Closer, error) {
 		return n.Dialer().DialVsock(ctx, vsock.Local, port)
 	}
@@ -714,6 +707,20 @@ func BenchmarkDialUserNamespace(b *testing.B) {
 	b.Run("vsockns-"+local.name, func(b *testing.B) { benchDial(b, dialVsockns(local.ns), local.port) })
 	b.Run("userns-helper", func(b *testing.B) { benchDial(b, viaHelper, port) })
 	b.Run("floor-again", func(b *testing.B) { benchDial(b, dialFloor, floor.port) })
+}
+
+// userNamespaceTarget is a local namespace of CreateUserNamespace with a
+// listener whose connections acceptors goroutines accept and close, and
+// the listener's port; both closed at cleanup.
+func userNamespaceTarget(b *testing.B, acceptors int) (*vsockns.Namespace, uint32) {
+	n, err := vsockns.CreateUserNamespace(context.Background(), vsockns.ModeLocal)
+	require.NoError(b, err)
+	b.Cleanup(func() { n.Close() })
+	l, err := n.ListenConfig().ListenVsock(context.Background(), vsock.Local, 0)
+	require.NoError(b, err)
+	b.Cleanup(func() { l.Close() })
+	closeAccepted(l, acceptors)
+	return n, l.Addr().(*vsock.Addr).Port
 }
 
 // closeAccepted runs n goroutines that accept connections on l and close
@@ -871,14 +878,8 @@ func preparedVariants(b *testing.B) []dialVariant {
 		return vs
 	}
 	for _, prepared := range []bool{false, true} {
-		n, err := vsockns.CreateUserNamespace(context.Background(), vsockns.ModeLocal)
-		require.NoError(b, err)
-		b.Cleanup(func() { n.Close() })
-		l, err := n.ListenConfig().ListenVsock(context.Background(), vsock.Local, 0)
-		require.NoError(b, err)
-		b.Cleanup(func() { l.Close() })
-		closeAccepted(l, 16)
-		variant("userns", n, prepared, l.Addr().(*vsock.Addr).Port)
+		n, port := userNamespaceTarget(b, 16)
+		variant("userns", n, prepared, port)
 	}
 	return vs
 }
